@@ -1,0 +1,45 @@
+"""Shared pytest fixtures.
+
+Real-data tests take the ``shared_data`` fixture: the ``../shared/data`` folder beside the
+repository (or ``$GPSCAT_SHARED_DATA``).  When it is absent (a user's machine) those tests
+skip with a reason.  CI sets ``GPSCAT_NO_SKIPS=1``: there every test must run (real data
+and the gammapy cross-checks are present), so any skipped test fails the session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_path() -> Path:
+    env = os.environ.get("GPSCAT_SHARED_DATA")
+    return Path(env) if env else (REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_path()
+    if not path.is_dir():
+        pytest.skip(f"real-data test: shared data folder {path} not found (set GPSCAT_SHARED_DATA)")
+    return path
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("GPSCAT_NO_SKIPS") == "1" and _SKIPPED:
+        print(f"\nGPSCAT_NO_SKIPS=1 but {len(_SKIPPED)} test(s) skipped:")
+        for nodeid in _SKIPPED:
+            print(f"  {nodeid}")
+        session.exitstatus = 1
