@@ -24,6 +24,7 @@ import jsonschema
 import yaml
 
 from gpscat.core.geom import MapAxis, WcsGeom
+from gpscat.core.pointings import Pointing, strip_pointings
 
 __all__ = [
     "SCHEMA_PATH",
@@ -268,6 +269,35 @@ class Config:
                 return d
         raise ConfigError(f"config key datasets: no dataset named {name!r}; have {[d.name for d in self.datasets]}")
 
+    def pointings(self) -> list[Pointing]:
+        """Simulated pointings (``simulation.pointings``: explicit ``list`` wins over the strip).
+
+        Observation ids are consecutive from ``simulation.first_obs_id`` in pattern order.
+        """
+        sim = self["simulation"]
+        p = sim.get("pointings", {})
+        frame = p.get("frame", "galactic")
+        first = int(sim.get("first_obs_id", 1))
+        key = "simulation.pointings"
+        if p.get("list"):
+            return [
+                Pointing(
+                    first + i,
+                    quantity(lon, "deg", key=f"{key}.list[{i}][0]") % 360.0,
+                    quantity(lat, "deg", key=f"{key}.list[{i}][1]"),
+                    frame,
+                )
+                for i, (lon, lat) in enumerate(p["list"])
+            ]
+        return strip_pointings(
+            quantity(p.get("lon_min", "-2 deg"), "deg", key=f"{key}.lon_min"),
+            quantity(p.get("lon_max", "2 deg"), "deg", key=f"{key}.lon_max"),
+            quantity(p.get("lon_step", "1 deg"), "deg", key=f"{key}.lon_step"),
+            [quantity(b, "deg", key=f"{key}.lat_rows[{i}]") for i, b in enumerate(p.get("lat_rows", ["0 deg"]))],
+            frame=frame,
+            first_obs_id=first,
+        )
+
     def path(self, value: str | os.PathLike) -> Path:
         """Resolve a config path relative to the config's base directory."""
         p = Path(value)
@@ -285,6 +315,8 @@ class Config:
         sim = self["simulation"]
         if sim.get("enabled"):
             quantity(sim.get("livetime", "0.5 h"), "s", key="simulation.livetime")
+            if not self.pointings():
+                raise ConfigError("config key simulation.pointings: the pattern gives no pointing")
 
 
 def load_config(path: str | os.PathLike | None = None, *, overrides: Mapping | None = None) -> Config:
