@@ -1,0 +1,177 @@
+"""Field-of-view (FoV) coordinates and FoV background normalisation.
+
+FoV coordinates
+---------------
+A FoV frame is a spherical rotation that puts the pointing position at
+``(fov_lon, fov_lat) = (0, 0)``, with ``fov_lat`` towards the celestial north pole
+(RADEC alignment).  As in gammapy 2.x (``FoVICRSFrame``), and as seen by a camera
+looking at the sky, longitudes are *reversed*: ``fov_lon`` grows towards the west
+(decreasing RA).  The alignment ``REVERSE_LON_RADEC`` (legacy H.E.S.S. files) flips
+that sign.  ALTAZ-aligned frames rotate with the parallactic angle during an
+observation; they are not supported yet.
+
+FoV background normalisation
+----------------------------
+The IRF background template of one observation is scaled (and optionally tilted in
+energy) to the counts outside an exclusion mask, by maximising the Poisson likelihood
+(Cash statistic).  For a norm alone the maximum is analytic: ``Σ n / Σ b``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+__all__ = ["FOV_ALIGNMENTS", "FovFit", "fov_normalise", "fov_to_sky", "sky_to_fov"]
+
+log = logging.getLogger(__name__)
+
+FOV_ALIGNMENTS = ("RADEC", "REVERSE_LON_RADEC", "ALTAZ")
+
+
+def _unit_vectors(lon, lat):
+    lon, lat = np.radians(lon), np.radians(lat)
+    cl = np.cos(lat)
+    return cl * np.cos(lon), cl * np.sin(lon), np.sin(lat)
+
+
+def _lon_sign(alignment: str) -> float:
+    if alignment == "RADEC":
+        return -1.0
+    if alignment == "REVERSE_LON_RADEC":
+        return 1.0
+    if alignment == "ALTAZ":
+        raise NotImplementedError("FoV alignment 'ALTAZ' is not supported yet (needs the parallactic-angle rotation)")
+    raise ValueError(f"FoV alignment must be one of {FOV_ALIGNMENTS}, got {alignment!r}")
+
+
+def sky_to_fov(lon, lat, lon_pnt: float, lat_pnt: float, *, alignment: str = "RADEC"):
+    """Sky (RA, Dec) deg → FoV (fov_lon, fov_lat) deg around the pointing (RA, Dec).
+
+    Parameters
+    ----------
+    lon, lat : array_like
+        Positions in the frame of the pointing (ICRS for RADEC alignment), deg.
+    lon_pnt, lat_pnt : float
+        Pointing position, deg.
+    alignment : {"RADEC", "REVERSE_LON_RADEC"}
+        FoV frame alignment (the ``FOVALIGN`` header keyword of the background IRF).
+
+    Returns
+    -------
+    fov_lon, fov_lat : ndarray
+        deg, ``fov_lon`` in [-180, 180).
+    """
+    sign = _lon_sign(alignment)
+    x, y, z = _unit_vectors(np.asarray(lon, float) - lon_pnt, lat)
+    s, c = np.sin(np.radians(lat_pnt)), np.cos(np.radians(lat_pnt))
+    xr = c * x + s * z
+    zr = -s * x + c * z
+    fov_lon = np.degrees(np.arctan2(sign * y, xr))
+    fov_lat = np.degrees(np.arcsin(np.clip(zr, -1.0, 1.0)))
+    return fov_lon, fov_lat
+
+
+def fov_to_sky(fov_lon, fov_lat, lon_pnt: float, lat_pnt: float, *, alignment: str = "RADEC"):
+    """Inverse of :func:`sky_to_fov`: FoV coordinates (deg) → sky (lon, lat) deg, lon in [0, 360)."""
+    sign = _lon_sign(alignment)
+    xr, yr, zr = _unit_vectors(fov_lon, fov_lat)
+    y = sign * yr
+    s, c = np.sin(np.radians(lat_pnt)), np.cos(np.radians(lat_pnt))
+    x = c * xr - s * zr
+    z = s * xr + c * zr
+    lon = np.mod(np.degrees(np.arctan2(y, x)) + lon_pnt, 360.0)
+    lat = np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))
+    return lon, lat
+
+
+class FovFit(NamedTuple):
+    """Result of :func:`fov_normalise`.
+
+    ``norm`` scales the background template; the fitted model is
+    ``norm * background * (E / e_ref) ** (-tilt)``.  ``valid`` is False when there were
+    fewer than ``min_counts`` counts in the mask (then ``norm = 1``, ``tilt = 0``).
+    """
+
+    norm: float
+    norm_err: float
+    tilt: float
+    n_counts: float
+    n_background: float
+    valid: bool
+
+
+def fov_normalise(
+    counts: np.ndarray,
+    background: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    tilt: bool = False,
+    energy: np.ndarray | None = None,
+    e_ref: float = 1.0,
+    tilt_bounds: tuple[float, float] = (-1.0, 1.0),
+    min_counts: float = 10.0,
+) -> FovFit:
+    """Fit the FoV background norm (and tilt) of one observation by Poisson likelihood.
+
+    Parameters
+    ----------
+    counts, background : ndarray, shape (n_energy, ny, nx) or any shape
+        Observed counts and IRF background template (predicted counts per bin).
+    mask : ndarray of bool, optional
+        Bins to use (safe mask ∧ not excluded); default all.
+    tilt : bool
+        Also fit a spectral tilt ``(E / e_ref) ** (-tilt)``; needs ``energy``.
+    energy : ndarray, shape (n_energy,)
+        Reco energy bin centres (TeV), for the tilt.
+    e_ref : float
+        Reference energy of the tilt, TeV.
+    tilt_bounds : (float, float)
+        Allowed tilt range.
+    min_counts : float
+        Below this many counts in the mask the template is kept (norm 1, ``valid`` False).
+
+    Returns
+    -------
+    FovFit
+    """
+    counts = np.asarray(counts, dtype=float)
+    background = np.asarray(background, dtype=float)
+    if counts.shape != background.shape:
+        raise ValueError(f"counts shape {counts.shape} differs from background shape {background.shape}")
+    mask = np.ones(counts.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), counts.shape)
+    if np.any(counts[mask] < 0) or np.any(background[mask] < 0):
+        raise ValueError("counts and background must be non-negative")
+    n_tot = float(counts[mask].sum())
+    b_tot = float(background[mask].sum())
+    if n_tot < min_counts or b_tot <= 0:
+        log.warning("FoV normalisation: %.0f counts and %.3g background in the mask; keeping the template", n_tot, b_tot)
+        return FovFit(1.0, np.nan, 0.0, n_tot, b_tot, False)
+    if not tilt:
+        return FovFit(n_tot / b_tot, np.sqrt(n_tot) / b_tot, 0.0, n_tot, b_tot, True)
+
+    if energy is None:
+        raise ValueError("tilt=True needs the reco energy bin centres (energy=...)")
+    energy = np.asarray(energy, dtype=float)
+    if counts.ndim < 1 or energy.shape != (counts.shape[0],):
+        raise ValueError(f"energy must have one value per bin of axis 0 ({counts.shape[0]}), got shape {energy.shape}")
+    # sum spatially first: the likelihood only depends on per-energy totals of b*w and n*log(b*w)
+    axes = tuple(range(1, counts.ndim))
+    n_e = np.where(mask, counts, 0.0).sum(axis=axes) if axes else np.where(mask, counts, 0.0)
+    b_e = np.where(mask, background, 0.0).sum(axis=axes) if axes else np.where(mask, background, 0.0)
+    log_e = np.log(energy / e_ref)
+
+    def profile_cash(t: float) -> float:
+        w = b_e * np.exp(-t * log_e)
+        norm = n_tot / w.sum()
+        mu = norm * w
+        good = n_e > 0
+        return 2.0 * float(mu.sum() - np.sum(n_e[good] * np.log(mu[good])))
+
+    res = minimize_scalar(profile_cash, bounds=tilt_bounds, method="bounded", options={"xatol": 1e-6})
+    t = float(res.x)
+    wsum = float((b_e * np.exp(-t * log_e)).sum())
+    return FovFit(n_tot / wsum, np.sqrt(n_tot) / wsum, t, n_tot, b_tot, bool(res.success))

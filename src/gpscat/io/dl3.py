@@ -1,0 +1,444 @@
+"""GADF DL3 data store: obs-index + hdu-index, events, GTI, pointing, IRFs.
+
+A data store is a folder (or two index files) with an ``obs-index`` (one row per
+observation: pointing, times, livetime, ...) and an ``hdu-index`` (per observation and
+HDU type: ``FILE_DIR``, ``FILE_NAME``, ``HDU_NAME``).  ``FILE_DIR`` is relative to the
+folder of the hdu-index file (CTA 1DC points at ``../../caldb/...``); gzip is fine.
+
+Observation selection works on the obs-index only (no event file is opened), so the
+observation list is known when the workflow is parsed.
+
+Every error raised while loading names the observation, the file and the HDU and says
+what was expected (:class:`DL3Error`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+
+from gpscat.core.geom import WcsGeom, angular_separation, to_frame
+from gpscat.io.irf import IRFError, irf_from_hdu
+
+__all__ = [
+    "DL3Error",
+    "DataStore",
+    "EventList",
+    "GTI",
+    "HduLocation",
+    "Observation",
+    "fov_overlaps_geom",
+    "parse_time",
+]
+
+log = logging.getLogger(__name__)
+
+IRF_TYPES = ("aeff", "edisp", "psf", "bkg")
+_EVENT_COLUMNS = ("RA", "DEC", "ENERGY", "TIME")
+
+
+class DL3Error(ValueError):
+    """Unusable DL3 input; the message names the observation, file and HDU."""
+
+
+@dataclass(frozen=True)
+class HduLocation:
+    """Where one HDU of one observation lives."""
+
+    obs_id: int
+    hdu_type: str
+    hdu_class: str
+    path: Path
+    hdu_name: str
+
+
+@dataclass(frozen=True, eq=False)
+class EventList:
+    """Events of one observation: RA, Dec (deg, ICRS), reco energy (TeV), time (s MET)."""
+
+    ra: np.ndarray
+    dec: np.ndarray
+    energy: np.ndarray
+    time: np.ndarray
+    mc_id: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.energy.size
+
+    def select(self, mask: np.ndarray) -> EventList:
+        """Subset by a boolean mask or index array."""
+        mc = None if self.mc_id is None else self.mc_id[mask]
+        return EventList(self.ra[mask], self.dec[mask], self.energy[mask], self.time[mask], mc, dict(self.meta))
+
+
+@dataclass(frozen=True, eq=False)
+class GTI:
+    """Good time intervals, MET seconds relative to ``mjdref`` (TT)."""
+
+    start: np.ndarray
+    stop: np.ndarray
+    mjdref: float
+
+    @property
+    def ontime(self) -> float:
+        """Total good time, s (wall time, dead time included)."""
+        return float(np.sum(self.stop - self.start))
+
+    def as_array(self) -> np.ndarray:
+        return np.column_stack([self.start, self.stop])
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """One observation: pointing, times, events and IRFs (those that were loaded).
+
+    ``ontime`` is the GTI sum (s), ``livetime = ontime × DEADC`` (s), as gammapy computes
+    them: the exposure uses the livetime, the IRF background the ontime.
+    """
+
+    obs_id: int
+    pointing: tuple[float, float]  # RA, Dec deg (ICRS)
+    gti: GTI
+    livetime: float
+    events: EventList | None = None
+    aeff: object | None = None
+    psf: object | None = None
+    edisp: object | None = None
+    bkg: object | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ontime(self) -> float:
+        return self.gti.ontime
+
+    @property
+    def tstart(self) -> float:
+        return float(np.min(self.gti.start))
+
+    @property
+    def tstop(self) -> float:
+        return float(np.max(self.gti.stop))
+
+    @property
+    def safe_energy_range(self) -> tuple[float | None, float | None]:
+        """Default safe reco-energy range (TeV): AEFF ``LO_THRES``/``HI_THRES``, else obs-index."""
+        lo = hi = None
+        if self.aeff is not None:
+            lo, hi = self.aeff.thresholds
+        lo = lo if lo is not None else _finite_or_none(self.meta.get("SAFE_ENERGY_LO"))
+        hi = hi if hi is not None else _finite_or_none(self.meta.get("SAFE_ENERGY_HI"))
+        return lo, hi
+
+
+def _finite_or_none(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def parse_time(value) -> float:
+    """MJD (TT) of a number, a numeric string (taken as MJD) or an ISO time string."""
+    if isinstance(value, int | float | np.number):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return float(Time(text, scale="utc").tt.mjd)
+    except ValueError:
+        raise ValueError(f"cannot parse time {value!r}: expected an MJD number or an ISO time") from None
+
+
+def _mjdref(header) -> float:
+    if "MJDREFI" in header:
+        return float(header["MJDREFI"]) + float(header.get("MJDREFF", 0.0))
+    return float(header.get("MJDREF", 51910.0))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_irf_cached(path: str, hdu: str, kind: str, mtime: float):
+    with fits.open(path, memmap=False) as hl:
+        try:
+            h = hl[hdu]
+        except (KeyError, IndexError):
+            raise IRFError(f"HDU {hdu!r} not found; the file has {[x.name for x in hl]}") from None
+        return irf_from_hdu(h, kind=kind, source=path)
+
+
+def fov_overlaps_geom(geom: WcsGeom, ra, dec, offset_max: float) -> np.ndarray:
+    """True for pointings (RA, Dec deg) whose FoV disc of radius ``offset_max`` meets the map.
+
+    A pointing inside the map overlaps; otherwise its distance to the map outline
+    (sampled finer than a tenth of ``offset_max``) must be below ``offset_max``.
+    """
+    ra = np.atleast_1d(np.asarray(ra, float))
+    dec = np.atleast_1d(np.asarray(dec, float))
+    lon, lat = to_frame(ra, dec, "icrs", geom.frame)
+    x, y = geom.coord_to_pix(lon, lat)
+    nx, ny = geom.npix
+    inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+    step = max(1.0, 0.1 * offset_max / geom.binsz)
+    xs = np.append(np.arange(-0.5, nx - 0.5, step), nx - 0.5)
+    ys = np.append(np.arange(-0.5, ny - 0.5, step), ny - 0.5)
+    bx = np.concatenate([xs, xs, np.full(ys.size, -0.5), np.full(ys.size, nx - 0.5)])
+    by = np.concatenate([np.full(xs.size, -0.5), np.full(xs.size, ny - 0.5), ys, ys])
+    blon, blat = geom.pix_to_coord(bx, by)
+    ok = np.isfinite(blon) & np.isfinite(blat)
+    blon, blat = blon[ok], blat[ok]
+    out = inside.copy()
+    todo = np.flatnonzero(~inside)
+    for start in range(0, todo.size, 256):
+        i = todo[start : start + 256]
+        d = angular_separation(lon[i, None], lat[i, None], blon[None, :], blat[None, :])
+        out[i] = d.min(axis=1) < offset_max
+    return out
+
+
+class DataStore:
+    """A GADF DL3 data store (obs-index + hdu-index).
+
+    Parameters
+    ----------
+    obs_table, hdu_table : astropy Table
+        The index tables.
+    base_dir : path
+        Folder of the hdu-index file; ``FILE_DIR`` is relative to it.
+    """
+
+    def __init__(self, obs_table: Table, hdu_table: Table, *, base_dir: str | os.PathLike, source: str = ""):
+        for col in ("OBS_ID", "RA_PNT", "DEC_PNT"):
+            if col not in obs_table.colnames:
+                raise DL3Error(f"obs-index {source}: missing column {col}")
+        for col in ("OBS_ID", "HDU_TYPE", "FILE_DIR", "FILE_NAME", "HDU_NAME"):
+            if col not in hdu_table.colnames:
+                raise DL3Error(f"hdu-index {source}: missing column {col}")
+        self.obs_table = obs_table
+        self.hdu_table = hdu_table
+        self.base_dir = Path(base_dir)
+        self.source = source
+        self._obs_row = {int(i): k for k, i in enumerate(obs_table["OBS_ID"])}
+        self._hdu_rows: dict[tuple[int, str], int] = {}
+        types = np.char.lower(np.char.strip(np.asarray(hdu_table["HDU_TYPE"], dtype=str)))
+        for k, (oid, t) in enumerate(zip(np.asarray(hdu_table["OBS_ID"]), types, strict=True)):
+            self._hdu_rows.setdefault((int(oid), str(t)), k)
+        self.mjdref = _mjdref(obs_table.meta)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, *, obs_index: str | os.PathLike | None = None, hdu_index: str | os.PathLike | None = None) -> DataStore:
+        """Open the data store in folder ``path`` (``obs-index.fits[.gz]``, ``hdu-index.fits[.gz]``)."""
+        path = Path(path)
+        obs_path = Path(obs_index) if obs_index else _find_index(path, "obs-index")
+        hdu_path = Path(hdu_index) if hdu_index else _find_index(path, "hdu-index")
+        return cls.from_files(obs_path, hdu_path)
+
+    @classmethod
+    def from_files(cls, obs_index: str | os.PathLike, hdu_index: str | os.PathLike) -> DataStore:
+        """Open a data store from its two index files."""
+        tables = []
+        for p, name in ((obs_index, "OBS_INDEX"), (hdu_index, "HDU_INDEX")):
+            try:
+                tables.append(Table.read(p, hdu=1))
+            except FileNotFoundError:
+                raise DL3Error(f"{p}: {name.lower().replace('_', '-')} file not found") from None
+            except (OSError, ValueError) as exc:
+                raise DL3Error(f"{p}: cannot read the {name} table: {exc}") from exc
+        return cls(tables[0], tables[1], base_dir=Path(hdu_index).parent, source=str(hdu_index))
+
+    # --------------------------------------------------------------------- queries
+    @property
+    def obs_ids(self) -> np.ndarray:
+        return np.asarray(self.obs_table["OBS_ID"], dtype=np.int64)
+
+    def obs_info(self, obs_id: int) -> dict:
+        """The obs-index row of ``obs_id`` as a dict of plain values."""
+        k = self._obs_row.get(int(obs_id))
+        if k is None:
+            raise DL3Error(f"obs {obs_id}: not in the obs-index of {self.source}")
+        row = self.obs_table[k]
+        out = {}
+        for c in self.obs_table.colnames:
+            v = row[c]
+            if np.ma.is_masked(v):
+                v = None
+            elif isinstance(v, np.generic):
+                v = v.item()
+            elif isinstance(v, bytes):
+                v = v.decode()
+            out[c] = v
+        return out
+
+    def location(self, obs_id: int, hdu_type: str) -> HduLocation:
+        """File and HDU of ``hdu_type`` (events, gti, aeff, edisp, psf, bkg) for ``obs_id``."""
+        k = self._hdu_rows.get((int(obs_id), hdu_type.lower()))
+        if k is None:
+            raise DL3Error(f"obs {obs_id}: no {hdu_type!r} entry in the hdu-index {self.source}")
+        row = self.hdu_table[k]
+        path = self.base_dir / str(row["FILE_DIR"]).strip() / str(row["FILE_NAME"]).strip()
+        hdu_class = str(row["HDU_CLASS"]).strip().lower() if "HDU_CLASS" in self.hdu_table.colnames else ""
+        return HduLocation(int(obs_id), hdu_type.lower(), hdu_class, Path(os.path.normpath(path)), str(row["HDU_NAME"]).strip())
+
+    def select(
+        self,
+        *,
+        obs_ids: Iterable[int] | None = None,
+        exclude_ids: Iterable[int] = (),
+        cone: tuple[float, float, float, str] | None = None,
+        time_range: tuple[float, float] | None = None,
+        geom: WcsGeom | None = None,
+        offset_max: float | None = None,
+    ) -> list[int]:
+        """Observation ids passing all given criteria, in obs-index order.
+
+        Parameters
+        ----------
+        obs_ids : iterable of int, optional
+            Keep only these (unknown ids raise a DL3Error).
+        exclude_ids : iterable of int
+            Drop these.
+        cone : (lon, lat, radius, frame), optional
+            Pointings within ``radius`` deg of (lon, lat) deg in ``frame``.
+        time_range : (mjd_start, mjd_stop), optional
+            Observations that overlap the range (MJD, TT); see :func:`parse_time`.
+        geom, offset_max : WcsGeom, float, optional
+            Pointings whose FoV disc (radius ``offset_max`` deg) overlaps the map.
+        """
+        ids = self.obs_ids
+        keep = np.ones(ids.size, dtype=bool)
+        if obs_ids is not None:
+            wanted = np.asarray(list(obs_ids), dtype=np.int64)
+            unknown = np.setdiff1d(wanted, ids)
+            if unknown.size:
+                raise DL3Error(f"observation ids {unknown.tolist()} are not in the obs-index of {self.source}")
+            keep &= np.isin(ids, wanted)
+        keep &= ~np.isin(ids, np.asarray(list(exclude_ids), dtype=np.int64))
+        ra = np.asarray(self.obs_table["RA_PNT"], dtype=float)
+        dec = np.asarray(self.obs_table["DEC_PNT"], dtype=float)
+        if cone is not None:
+            lon, lat, radius, frame = cone
+            plon, plat = to_frame(ra, dec, "icrs", frame)
+            keep &= angular_separation(plon, plat, lon, lat) < radius
+        if time_range is not None:
+            if not {"TSTART", "TSTOP"} <= set(self.obs_table.colnames):
+                raise DL3Error(f"obs-index of {self.source} has no TSTART/TSTOP columns for a time selection")
+            t0, t1 = time_range
+            start = self.mjdref + np.asarray(self.obs_table["TSTART"], float) / 86400.0
+            stop = self.mjdref + np.asarray(self.obs_table["TSTOP"], float) / 86400.0
+            keep &= (stop > t0) & (start < t1)
+        if geom is not None:
+            if offset_max is None or offset_max <= 0:
+                raise ValueError(f"survey-overlap selection needs offset_max > 0, got {offset_max}")
+            keep &= fov_overlaps_geom(geom, ra, dec, offset_max)
+        return [int(i) for i in ids[keep]]
+
+    # --------------------------------------------------------------------- loading
+    def _open_hdu(self, loc: HduLocation, what: str):
+        if not loc.path.is_file():
+            raise DL3Error(f"obs {loc.obs_id}: {what} file {loc.path} not found (hdu-index {self.source})")
+        try:
+            hl = fits.open(loc.path, memmap=False)
+        except OSError as exc:
+            raise DL3Error(f"obs {loc.obs_id}: cannot read {what} file {loc.path} (HDU {loc.hdu_name!r}): {exc}") from exc
+        try:
+            return hl, hl[loc.hdu_name]
+        except (KeyError, IndexError):
+            names = [h.name for h in hl]
+            hl.close()
+            raise DL3Error(f"obs {loc.obs_id}: file {loc.path} has no HDU {loc.hdu_name!r} ({what}); it has {names}") from None
+
+    def load_events(self, obs_id: int) -> EventList:
+        """RA, DEC, ENERGY (TeV), TIME and MC_ID (if present) of one observation."""
+        loc = self.location(obs_id, "events")
+        hl, hdu = self._open_hdu(loc, "events")
+        with hl:
+            where = f"obs {obs_id}: file {loc.path} HDU {loc.hdu_name!r}"
+            if not isinstance(hdu, fits.BinTableHDU):
+                raise DL3Error(f"{where}: expected an events BINTABLE")
+            names = [n.upper() for n in hdu.columns.names]
+            missing = [c for c in _EVENT_COLUMNS if c not in names]
+            if missing:
+                raise DL3Error(f"{where}: missing column(s) {missing}; expected {list(_EVENT_COLUMNS)}")
+            try:
+                data = hdu.data
+                cols = {c: np.asarray(data[c], dtype=float) for c in _EVENT_COLUMNS}
+                mc = np.asarray(data["MC_ID"], dtype=np.int64) if "MC_ID" in names else None
+            except (OSError, ValueError, TypeError) as exc:
+                raise DL3Error(f"{where}: corrupt event data: {exc}") from exc
+            unit = (hdu.columns["ENERGY"].unit or hdu.header.get("EUNIT") or "TeV").strip()
+            scale = {"TeV": 1.0, "GeV": 1e-3, "MeV": 1e-6, "keV": 1e-9}.get(unit)
+            if scale is None:
+                raise DL3Error(f"{where}: ENERGY unit {unit!r} not understood; expected TeV, GeV or MeV")
+            meta = {k: hdu.header[k] for k in ("OBS_ID", "RA_PNT", "DEC_PNT", "DEADC", "LIVETIME", "ONTIME", "TSTART", "TSTOP", "GEOLON", "GEOLAT", "ALTITUDE", "TELESCOP", "MJDREFI", "MJDREFF") if k in hdu.header}
+        return EventList(cols["RA"], cols["DEC"], cols["ENERGY"] * scale, cols["TIME"], mc, meta)
+
+    def load_gti(self, obs_id: int) -> GTI:
+        """Good time intervals of one observation."""
+        loc = self.location(obs_id, "gti")
+        hl, hdu = self._open_hdu(loc, "GTI")
+        with hl:
+            where = f"obs {obs_id}: file {loc.path} HDU {loc.hdu_name!r}"
+            names = [n.upper() for n in getattr(hdu, "columns", fits.ColDefs([])).names]
+            if "START" not in names or "STOP" not in names:
+                raise DL3Error(f"{where}: expected a GTI table with START and STOP columns")
+            start = np.asarray(hdu.data["START"], dtype=float)
+            stop = np.asarray(hdu.data["STOP"], dtype=float)
+            if start.size == 0 or np.any(stop < start):
+                raise DL3Error(f"{where}: GTI is empty or has STOP < START")
+            return GTI(start, stop, _mjdref(hdu.header) if "MJDREFI" in hdu.header else self.mjdref)
+
+    def load_irf(self, obs_id: int, hdu_type: str):
+        """One IRF (aeff, edisp, psf, bkg) of ``obs_id``; files shared by observations are read once."""
+        loc = self.location(obs_id, hdu_type)
+        if not loc.path.is_file():
+            raise DL3Error(f"obs {obs_id}: {hdu_type} IRF file {loc.path} not found (hdu-index {self.source})")
+        kind = loc.hdu_class if loc.hdu_class not in ("", "events", "gti") else ""
+        try:
+            return _read_irf_cached(str(loc.path), loc.hdu_name, kind, loc.path.stat().st_mtime)
+        except IRFError as exc:
+            raise DL3Error(f"obs {obs_id}: {hdu_type} IRF, file {loc.path} HDU {loc.hdu_name!r}: {exc}") from exc
+        except OSError as exc:
+            raise DL3Error(f"obs {obs_id}: cannot read {hdu_type} IRF file {loc.path} (HDU {loc.hdu_name!r}): {exc}") from exc
+
+    def load(self, obs_id: int, *, events: bool = True, irfs: Sequence[str] = IRF_TYPES) -> Observation:
+        """Load an observation: pointing, GTI, livetime, and optionally events and IRFs."""
+        info = self.obs_info(obs_id)
+        ev = self.load_events(obs_id) if events else None
+        gti = self.load_gti(obs_id)
+        deadc = info.get("DEADC")
+        if deadc is None and ev is not None:
+            deadc = ev.meta.get("DEADC")
+        if deadc is None:
+            ontime, live = info.get("ONTIME"), info.get("LIVETIME")
+            deadc = live / ontime if ontime and live else 1.0
+            log.warning("obs %s: no DEADC; using LIVETIME/ONTIME = %.4f", obs_id, deadc)
+        loaded = {t: self.load_irf(obs_id, t) for t in irfs}
+        return Observation(
+            obs_id=int(obs_id),
+            pointing=(float(info["RA_PNT"]), float(info["DEC_PNT"])),
+            gti=gti,
+            livetime=gti.ontime * float(deadc),
+            events=ev,
+            meta=info,
+            **loaded,
+        )
+
+
+def _find_index(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.fits.gz", f"{stem}.fits"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DL3Error(f"{folder}: no {stem}.fits[.gz] in the data store folder")
