@@ -1,0 +1,449 @@
+"""Seed detection on significance maps: peaks, their merging, sizes and nesting.
+
+Pure functions on numpy arrays.  Positions are 0-based pixel coordinates ``(x, y)``
+(``image[y, x]``) inside; sky coordinates appear only in :func:`merge_peaks` and
+:func:`nesting`, which take longitudes/latitudes in degrees so that peaks found on
+different pixel grids (datasets with different pixel sizes) can be merged.
+
+The steps, in the order the detect stage uses them:
+
+1. :func:`find_peaks` — local maxima above a threshold, at least ``min_separation``
+   pixels apart, each with a *prominence* (topographic dynamic: how far the map must
+   drop before a higher peak can be reached) of at least ``min_prominence``.  Noise
+   bumps on the flank of a bright source have a small prominence; two real sources
+   separated by a valley do not.  The test uses morphological reconstruction
+   (:func:`skimage.morphology.h_maxima`), exact and vectorised.
+2. :func:`merge_peaks` — one seed per physical peak across correlation radii and
+   datasets, finest radius first: a peak at radius ``r`` joins the nearest seed within
+   ``max(link_distance, r)``, otherwise it starts a new seed.  Two sources resolved at
+   the smallest radius therefore stay two seeds even where a large correlation radius
+   blends them into one peak between them.
+3. Shell search in :mod:`gpscat.core.shells` (Hough circles) and absorption of the peak
+   fragments on a ring (:func:`gpscat.core.shells.absorb_fragments`).
+4. :func:`seed_moments` — size, elongation and position angle from the second moments of
+   the excess in each seed's watershed basin of the significance map.
+5. :func:`nesting` — which seed lies inside another's extent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from gpscat.core.geom import angular_separation
+
+__all__ = [
+    "Moments",
+    "Peaks",
+    "find_peaks",
+    "merge_peaks",
+    "nesting",
+    "seed_moments",
+    "untruncated_sigma",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Local maxima of an image, brightest first.
+
+    Attributes
+    ----------
+    x, y : numpy.ndarray
+        Sub-pixel position (0-based pixel coordinates; quadratic interpolation of the
+        3×3 neighbourhood, at most half a pixel from the maximum pixel).
+    ix, iy : numpy.ndarray
+        Integer pixel of the maximum.
+    value : numpy.ndarray
+        Image value at the maximum pixel.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    ix: np.ndarray
+    iy: np.ndarray
+    value: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.value.size)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Second moments of the excess around each seed (pixel units).
+
+    ``sigma_major``/``sigma_minor`` are the standard deviations along the principal axes,
+    *not* deconvolved nor corrected for the truncation at the region's edge (see
+    :func:`untruncated_sigma`); ``angle`` is the direction of the major axis in radians,
+    counter-clockwise from the +x pixel axis; ``x``/``y`` the excess centroid; ``npix``
+    the number of pixels with positive excess used, ``area`` the number of pixels of the
+    region.  NaN where a seed has no positive excess.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    sigma_major: np.ndarray
+    sigma_minor: np.ndarray
+    angle: np.ndarray
+    npix: np.ndarray
+    area: np.ndarray
+
+
+def _disk_footprint(radius: float) -> np.ndarray:
+    n = max(int(np.floor(radius)), 1)
+    d = np.arange(-n, n + 1)
+    return d[:, None] ** 2 + d[None, :] ** 2 <= max(radius, 1.0) ** 2 + 1e-9
+
+
+def _check_image(image, name: str = "image") -> np.ndarray:
+    image = np.asarray(image, dtype=float)
+    if image.ndim != 2:
+        raise ValueError(f"{name} must be a 2D array, got shape {image.shape}")
+    return image
+
+
+def _check_mask(mask, shape) -> np.ndarray:
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != shape:
+        raise ValueError(f"mask shape {mask.shape} does not match image shape {shape}")
+    return mask
+
+
+def find_peaks(
+    image: np.ndarray,
+    threshold: float,
+    *,
+    min_separation: float = 1.0,
+    min_prominence: float = 0.0,
+    mask: np.ndarray | None = None,
+) -> Peaks:
+    """Local maxima of ``image`` above ``threshold``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2D map (e.g. a signed significance map); NaN pixels are never peaks.
+    threshold : float
+        Minimum value of a peak (inclusive).
+    min_separation : float
+        Pixels: a peak is the maximum of the disk of this radius around it, so two
+        peaks are at least this far apart (>= 1).
+    min_prominence : float
+        Minimum topographic prominence, in image units (0 = no test).  Among peaks in
+        the same "dome" (connected region within ``min_prominence`` of its top) only the
+        highest survives.
+    mask : numpy.ndarray, optional
+        Boolean, True where peaks may be found; masked pixels also do not count as
+        neighbours.
+
+    Returns
+    -------
+    Peaks
+        Sorted by decreasing value; empty arrays when nothing is found.
+    """
+    image = _check_image(image)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if not (np.isfinite(min_separation) and min_separation >= 1):
+        raise ValueError(f"min_separation must be >= 1 pixel, got {min_separation}")
+    if not (np.isfinite(min_prominence) and min_prominence >= 0):
+        raise ValueError(f"min_prominence must be >= 0, got {min_prominence}")
+    usable = _check_mask(mask, image.shape) & np.isfinite(image)
+    if not usable.any():
+        return _empty_peaks()
+    floor = np.min(image[usable]) - min_prominence - 1.0
+    filled = np.where(usable, image, floor)
+
+    local_max = ndimage.maximum_filter(filled, footprint=_disk_footprint(min_separation), mode="constant", cval=floor)
+    cand = usable & (filled >= local_max) & (filled >= threshold)
+    if min_prominence > 0 and cand.any():
+        cand &= h_maxima(filled, min_prominence).astype(bool)
+    iy, ix = np.nonzero(cand)
+    if iy.size == 0:
+        return _empty_peaks()
+    # one peak per plateau (equal-valued neighbouring maxima), and per prominence dome
+    labels, _ = ndimage.label(cand, structure=np.ones((3, 3)))
+    order = np.argsort(-filled[iy, ix], kind="stable")
+    _, first = np.unique(labels[iy[order], ix[order]], return_index=True)
+    keep = np.sort(order[first])
+    keep = keep[np.argsort(-filled[iy[keep], ix[keep]], kind="stable")]
+    iy, ix = iy[keep], ix[keep]
+    keep = _suppress_ties(ix, iy, min_separation)
+    iy, ix = iy[keep], ix[keep]
+    x, y = _refine(filled, ix, iy)
+    return Peaks(x=x, y=y, ix=ix, iy=iy, value=image[iy, ix])
+
+
+def _suppress_ties(ix: np.ndarray, iy: np.ndarray, min_separation: float) -> np.ndarray:
+    """Keep peaks (sorted brightest first) not within ``min_separation`` of a kept one.
+
+    The maximum filter already separates unequal maxima; this only resolves exact ties
+    (equal maxima closer than the separation), which both pass the filter.
+    """
+    keep = np.ones(ix.size, dtype=bool)
+    pairs = cKDTree(np.column_stack([ix, iy])).query_pairs(min_separation, output_type="ndarray")
+    for i, j in pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))] if pairs.size else ():  # ties are rare
+        if keep[i]:
+            keep[j] = False
+    return keep
+
+
+def _empty_peaks() -> Peaks:
+    e = np.zeros(0)
+    ei = np.zeros(0, dtype=np.int64)
+    return Peaks(x=e, y=e.copy(), ix=ei, iy=ei.copy(), value=e.copy())
+
+
+def _refine(image: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel maximum from a parabola through 3 pixels along each axis."""
+    ny, nx = image.shape
+
+    def offset(c, lo, hi):
+        curv = lo - 2.0 * c + hi
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(curv < 0, 0.5 * (lo - hi) / curv, 0.0)
+        return np.clip(np.nan_to_num(d), -0.5, 0.5)
+
+    c = image[iy, ix]
+    inner_x = (ix > 0) & (ix < nx - 1)
+    inner_y = (iy > 0) & (iy < ny - 1)
+    xl, xr = np.clip(ix - 1, 0, nx - 1), np.clip(ix + 1, 0, nx - 1)
+    yl, yr = np.clip(iy - 1, 0, ny - 1), np.clip(iy + 1, 0, ny - 1)
+    dx = np.where(inner_x, offset(c, image[iy, xl], image[iy, xr]), 0.0)
+    dy = np.where(inner_y, offset(c, image[yl, ix], image[yr, ix]), 0.0)
+    return ix + dx, iy + dy
+
+
+def merge_peaks(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    value: np.ndarray,
+    radius: np.ndarray,
+    *,
+    link_distance: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group peaks found at several correlation radii and in several datasets.
+
+    Peaks are visited by increasing correlation radius, then decreasing value.  A peak
+    joins the nearest existing seed closer than ``max(link_distance, radius)``;
+    otherwise it starts a new seed and becomes that seed's *anchor*.
+
+    Parameters
+    ----------
+    lon, lat : numpy.ndarray
+        Peak positions, deg, all in the same frame.
+    value : numpy.ndarray
+        Peak significance.
+    radius : numpy.ndarray
+        Correlation radius (deg) of the map each peak was found in.
+    link_distance : float
+        Minimum linking distance, deg (> 0).
+
+    Returns
+    -------
+    seed : numpy.ndarray
+        Seed index (0..n_seeds-1) of each peak; seeds are numbered by decreasing value
+        of their brightest member.
+    anchor : numpy.ndarray
+        Index of the anchor peak of each seed (the first member visited: the smallest
+        radius, the highest value at that radius).
+    """
+    lon, lat, value, radius = (np.atleast_1d(np.asarray(a, dtype=float)) for a in (lon, lat, value, radius))
+    if not (lon.shape == lat.shape == value.shape == radius.shape and lon.ndim == 1):
+        raise ValueError(f"lon, lat, value, radius must be 1D of the same length, got {lon.shape}, {lat.shape}, {value.shape}, {radius.shape}")
+    if not (np.isfinite(link_distance) and link_distance > 0):
+        raise ValueError(f"link_distance must be > 0 deg, got {link_distance}")
+    n = lon.size
+    seed = np.full(n, -1, dtype=np.int64)
+    anchors: list[int] = []
+    for i in np.lexsort((-value, radius)):  # loop over peaks (a few hundred), not pixels
+        if anchors:
+            a = np.asarray(anchors)
+            d = angular_separation(lon[a], lat[a], lon[i], lat[i])
+            j = int(np.argmin(d))
+            if d[j] < max(link_distance, radius[i]):
+                seed[i] = j
+                continue
+        seed[i] = len(anchors)
+        anchors.append(int(i))
+    if n == 0:
+        return seed, np.zeros(0, dtype=np.int64)
+    # renumber seeds by decreasing brightest member
+    best = np.full(len(anchors), -np.inf)
+    np.maximum.at(best, seed, value)
+    order = np.argsort(-best, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[seed], np.asarray(anchors, dtype=np.int64)[order]
+
+
+def seed_moments(
+    excess: np.ndarray,
+    significance: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    level: float,
+    max_radius: float | np.ndarray,
+    mask: np.ndarray | None = None,
+) -> Moments:
+    """Excess second moments in each seed's basin of the significance map.
+
+    The region of seed *i* is its watershed basin of ``-significance`` among the pixels
+    above ``level`` (markers at the seeds), limited to ``max_radius`` pixels from the
+    seed: neighbouring seeds split the emission between them instead of each measuring
+    the blend.  Weights are the positive excess.
+
+    Parameters
+    ----------
+    excess : numpy.ndarray
+        2D excess map (correlated or not; the caller deconvolves the kernel).
+    significance : numpy.ndarray
+        2D significance map on the same grid.
+    x, y : numpy.ndarray
+        Seed pixel positions.
+    level : float
+        Significance above which pixels belong to a seed's region.
+    max_radius : float or numpy.ndarray
+        Pixels (> 0), one value or one per seed.
+    mask : numpy.ndarray, optional
+        True for usable pixels.
+
+    Returns
+    -------
+    Moments
+    """
+    excess = _check_image(excess, "excess")
+    significance = _check_image(significance, "significance")
+    if excess.shape != significance.shape:
+        raise ValueError(f"excess shape {excess.shape} differs from significance shape {significance.shape}")
+    x = np.atleast_1d(np.asarray(x, dtype=float))
+    y = np.atleast_1d(np.asarray(y, dtype=float))
+    n = x.size
+    rmax = np.broadcast_to(np.asarray(max_radius, dtype=float), (n,))
+    if not np.all(np.isfinite(rmax) & (rmax > 0)):
+        raise ValueError(f"max_radius must be > 0 pixels, got {max_radius}")
+    usable = _check_mask(mask, excess.shape) & np.isfinite(excess) & np.isfinite(significance)
+    ny, nx = excess.shape
+    ix = np.clip(np.round(x).astype(np.int64), 0, nx - 1)
+    iy = np.clip(np.round(y).astype(np.int64), 0, ny - 1)
+    markers = np.zeros(excess.shape, dtype=np.int64)
+    markers[iy, ix] = np.arange(1, n + 1)
+    region = usable & (significance >= level)
+    region[iy, ix] = True  # a seed below ``level`` keeps its own pixel
+    sig = np.where(usable, significance, np.nanmin(significance[usable]) if usable.any() else 0.0)
+    labels = watershed(-sig, markers, mask=region) if n else markers
+    lab = labels.ravel()
+    inside = lab > 0
+    yy, xx = np.indices(excess.shape)
+    k = lab[inside] - 1
+    dx = xx.ravel()[inside] - x[k]
+    dy = yy.ravel()[inside] - y[k]
+    within = dx * dx + dy * dy <= rmax[k] ** 2
+    w = np.clip(excess.ravel()[inside], 0.0, None) * within
+
+    def s(v):
+        return np.bincount(k, weights=v, minlength=n)
+
+    sw = s(w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = s(w * dx) / sw, s(w * dy) / sw
+        cxx = s(w * dx * dx) / sw - mx**2
+        cyy = s(w * dy * dy) / sw - my**2
+        cxy = s(w * dx * dy) / sw - mx * my
+    half_tr = 0.5 * (cxx + cyy)
+    root = np.sqrt(np.maximum(0.25 * (cxx - cyy) ** 2 + cxy**2, 0.0))
+    lam1, lam2 = half_tr + root, np.maximum(half_tr - root, 0.0)
+    angle = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
+    npix = np.bincount(k, weights=(w > 0).astype(float), minlength=n).astype(np.int64)
+    bad = ~(sw > 0)
+    nan = np.where(bad, np.nan, 1.0)
+    return Moments(
+        x=(x + mx) * nan,
+        y=(y + my) * nan,
+        sigma_major=np.sqrt(np.maximum(lam1, 0.0)) * nan,
+        sigma_minor=np.sqrt(lam2) * nan,
+        angle=angle * nan,
+        npix=npix,
+        area=np.bincount(k, weights=within.astype(float), minlength=n).astype(np.int64),
+    )
+
+
+def untruncated_sigma(sigma: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """Sigma of a circular Gaussian whose moments measured within ``radius`` give ``sigma``.
+
+    Within a disk of radius ``R`` a Gaussian of sigma ``s`` has the per-axis second
+    moment ``s² g(a)``, ``a = R² / (2 s²)``, ``g(a) = 1 - a e^-a / (1 - e^-a)``, which
+    grows monotonically to ``R² / 4`` (a flat disk) as ``s → ∞``; this inverts it by
+    bisection.  NaN where ``sigma² >= 0.99 R² / 4`` (no finite solution) or inputs are
+    not finite.  Works on arrays of any broadcastable shapes (same units).
+    """
+    s, r = np.broadcast_arrays(np.asarray(sigma, dtype=float), np.asarray(radius, dtype=float))
+    ok = np.isfinite(s) & np.isfinite(r) & (s > 0) & (r > 0) & (s**2 < 0.99 * r**2 / 4)
+    lo = np.where(ok, np.log(np.where(ok, s, 1.0)), 0.0)
+    hi = np.where(ok, np.log(np.where(ok, 100 * r, 1.0)), 0.0)
+
+    def moment(log_u):
+        u2 = np.exp(2 * log_u)
+        a = np.where(ok, r**2, 1.0) / (2 * u2)
+        with np.errstate(over="ignore", invalid="ignore"):
+            g = 1.0 - a * np.exp(-a) / -np.expm1(-a)
+        return u2 * g
+
+    for _ in range(60):  # bisection on all values at once
+        mid = 0.5 * (lo + hi)
+        low = moment(mid) < s**2
+        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
+    return np.where(ok, np.exp(0.5 * (lo + hi)), np.nan)
+
+
+def nesting(lon: np.ndarray, lat: np.ndarray, extent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which seed lies inside another's extent.
+
+    Seed *j* is nested in seed *i* when their separation is below ``extent[i]`` and
+    ``extent[i] > extent[j]``; its parent is the smallest such *i* (innermost).
+
+    Parameters
+    ----------
+    lon, lat : numpy.ndarray
+        Seed positions, deg.
+    extent : numpy.ndarray
+        Radius of each seed's extent, deg (>= 0; NaN counts as 0).
+
+    Returns
+    -------
+    parent : numpy.ndarray
+        Index of the parent seed, -1 for none.
+    flag : numpy.ndarray
+        Bit flags: 1 = nested in another seed, 2 = contains at least one other seed.
+    """
+    lon, lat, extent = (np.atleast_1d(np.asarray(a, dtype=float)) for a in (lon, lat, extent))
+    if not (lon.shape == lat.shape == extent.shape and lon.ndim == 1):
+        raise ValueError(f"lon, lat, extent must be 1D of the same length, got {lon.shape}, {lat.shape}, {extent.shape}")
+    ext = np.nan_to_num(extent, nan=0.0)
+    if np.any(ext < 0):
+        raise ValueError(f"extent must be >= 0 deg, got minimum {ext.min()}")
+    n = lon.size
+    parent = np.full(n, -1, dtype=np.int64)
+    flag = np.zeros(n, dtype=np.int16)
+    if n < 2:
+        return parent, flag
+    sep = angular_separation(lon[:, None], lat[:, None], lon[None, :], lat[None, :])  # [i, j]
+    inside = (sep < ext[:, None]) & (ext[:, None] > ext[None, :])
+    cand = np.where(inside, ext[:, None], np.inf)
+    i_best = np.argmin(cand, axis=0)
+    has = np.isfinite(cand[i_best, np.arange(n)])
+    parent[has] = i_best[has]
+    flag[has] |= 1
+    flag[np.unique(parent[has])] |= 2
+    return parent, flag

@@ -1,0 +1,518 @@
+"""Seed list from in-memory significance maps of several datasets and correlation radii.
+
+This is where pixel positions meet the sky: every map is searched on its own pixel grid
+(:mod:`gpscat.core.detect`, :mod:`gpscat.core.shells`), and peaks, shells and seed
+properties are combined in sky coordinates (the frame of the first map), so that
+datasets with different pixel grids over the same region give one seed per source.
+No file is opened here; :mod:`gpscat.stages.detect` reads and writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.table import Table
+
+from gpscat.core.detect import find_peaks, merge_peaks, nesting, seed_moments, untruncated_sigma
+from gpscat.core.exclusion import circles_excluded, exclusion_mask, hysteresis_excluded
+from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
+from gpscat.core.index_map import fit_power_law
+from gpscat.core.shells import absorb_fragments, find_shells
+from gpscat.io.seeds import empty_seed_table
+
+__all__ = [
+    "BandMaps",
+    "DetectParams",
+    "SignificanceMaps",
+    "detect_seeds",
+    "detection_exclusion",
+    "index_maps",
+]
+
+log = logging.getLogger(__name__)
+
+#: optimal top-hat radius / Gaussian sigma for a source on a flat background
+_TOPHAT_PER_SIGMA = 1.585
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Detection settings in plain units (deg, sigma); see the ``detect`` config section."""
+
+    threshold: float = 5.0
+    min_separation: float = 0.1
+    min_prominence: float = 2.0
+    merge_distance: float = 0.1
+    size_level: float = 3.0
+    size_max_radius: float = 1.0
+    psf_sigma: float = 0.05
+    extent_factor: float = 1.5
+    hough: bool = True
+    hough_radius: float = 0.1
+    shell_r_min: float = 0.2
+    shell_r_max: float = 0.8
+    edge_level: float = 3.0
+    canny_sigma: float = 0.04
+    min_score: float = 0.5
+    min_rim_significance: float = 4.0
+    min_contrast: float = 1.0
+    min_coverage: float = 0.75
+    max_candidates: int = 50
+    absorb_tolerance: float = 0.3
+    index_radius: float = 0.2
+    e_ref: float = 1.0
+    index_min_ts: float = 9.0
+    index_init: float = 2.5
+    excl_high: float = 5.0
+    excl_low: float = 3.0
+    excl_radius: float = 0.2
+    excl_dilate: float = 0.1
+    excl_size_factor: float = 2.0
+
+
+@dataclass
+class SignificanceMaps:
+    """The 2D maps of one ``significance_r<r>.fits`` file (``None`` for absent HDUs)."""
+
+    dataset: str
+    radius: float  # deg
+    geom: WcsGeom
+    sqrt_ts: np.ndarray
+    excess: np.ndarray | None = None
+    background: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    flux: np.ndarray | None = None
+    exposure: np.ndarray | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        m = np.isfinite(self.sqrt_ts)
+        if self.background is not None:
+            m &= np.nan_to_num(self.background) > 0
+        return m
+
+
+@dataclass
+class BandMaps:
+    """Correlated band maps ``(K, ny, nx)`` of one ``bands_r<r>.fits`` file."""
+
+    dataset: str
+    radius: float  # deg
+    geom: WcsGeom
+    counts: np.ndarray
+    background: np.ndarray
+    exposure: np.ndarray
+    e_lo: np.ndarray  # TeV
+    e_hi: np.ndarray
+
+
+def _nearest(items, radius: float):
+    return min(items, key=lambda m: abs(m.radius - radius))
+
+
+def _sample(geom: WcsGeom, image: np.ndarray | None, lon, lat, frame: str) -> np.ndarray:
+    """Nearest-pixel values of ``image`` (…, ny, nx) at sky positions; NaN outside."""
+    lon = np.atleast_1d(lon)
+    if image is None:
+        return np.full(lon.shape, np.nan)
+    ix, iy, inside = geom.coord_to_idx(lon, np.atleast_1d(lat), frame)
+    ix, iy = np.where(inside, ix, 0), np.where(inside, iy, 0)
+    out = np.asarray(image, dtype=float)[..., iy, ix]
+    return np.where(inside, out, np.nan)
+
+
+def _position_angle(geom: WcsGeom, x, y, angle_pix) -> np.ndarray:
+    """Pixel-space direction → position angle (deg, from +lat towards +lon, [0, 180))."""
+    lon0, lat0 = geom.pix_to_coord(x, y)
+    lon1, lat1 = geom.pix_to_coord(x + np.cos(angle_pix), y + np.sin(angle_pix))
+    dlon = (lon1 - lon0 + 180.0) % 360.0 - 180.0
+    pa = np.degrees(np.arctan2(dlon * np.cos(np.radians(lat0)), lat1 - lat0))
+    return np.mod(pa, 180.0)
+
+
+def detect_seeds(
+    maps: Sequence[SignificanceMaps],
+    params: DetectParams,
+    *,
+    psf_sigma: Mapping[str, float] | None = None,
+    bands: Sequence[BandMaps] = (),
+    energy_ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> Table:
+    """Seeds from significance maps of any datasets and correlation radii.
+
+    Parameters
+    ----------
+    maps : sequence of SignificanceMaps
+        At least one; datasets may have different pixel grids.
+    params : DetectParams
+    psf_sigma : mapping, optional
+        PSF Gaussian sigma (deg) per dataset; default ``params.psf_sigma``.
+    bands : sequence of BandMaps
+        Band maps for the per-seed ``Index``.
+    energy_ranges : mapping, optional
+        (e_min, e_max) TeV per dataset for ``Index_Datasets`` and ``Hardness``.
+
+    Returns
+    -------
+    astropy.table.Table
+        The :data:`gpscat.io.seeds.SEED_COLUMNS` schema, by decreasing ``Sqrt_TS``.
+    """
+    if not maps:
+        raise ValueError("detect_seeds needs at least one significance map")
+    psf = {m.dataset: params.psf_sigma for m in maps} | dict(psf_sigma or {})
+    frame = maps[0].geom.frame
+    names = list(dict.fromkeys(m.dataset for m in maps))
+    radii = sorted({round(m.radius, 6) for m in maps})
+    cell = {(m.dataset, round(m.radius, 6)): (names.index(m.dataset), radii.index(round(m.radius, 6))) for m in maps}
+
+    # 1. peaks of every map, in sky coordinates
+    plon, plat, pval, prad, pmap = [], [], [], [], []
+    for k, m in enumerate(maps):
+        sep = max(params.min_separation, m.radius) / m.geom.binsz
+        p = find_peaks(m.sqrt_ts, params.threshold, min_separation=max(sep, 1.0), min_prominence=params.min_prominence, mask=m.mask)
+        lon, lat = m.geom.pix_to_coord(p.x, p.y)
+        lon, lat = to_frame(lon, lat, m.geom.frame, frame)
+        plon.append(lon), plat.append(lat), pval.append(p.value)
+        prad.append(np.full(len(p), m.radius)), pmap.append(np.full(len(p), k))
+        log.info("dataset %s, r = %.2f deg: %d peaks above %.1f sigma", m.dataset, m.radius, len(p), params.threshold)
+    plon, plat, pval, prad, pmap = (np.concatenate(a) for a in (plon, plat, pval, prad, pmap))
+    seed, anchor = merge_peaks(plon, plat, pval, prad, link_distance=params.merge_distance)
+    ns = anchor.size
+    lon, lat = _seed_positions(plon, plat, pval, prad, seed, anchor, params.merge_distance)
+
+    # 2. significance of every seed in every map
+    grid = np.full((ns, len(names), len(radii)), np.nan)
+    for k, m in enumerate(maps):
+        d, r = cell[(m.dataset, round(m.radius, 6))]
+        grid[:, d, r] = np.fmax(grid[:, d, r], _sample(m.geom, m.sqrt_ts, lon, lat, frame))
+        own = pmap == k
+        best = np.full(ns, -np.inf)
+        np.maximum.at(best, seed[own], pval[own])
+        grid[:, d, r] = np.where(np.isfinite(best), np.fmax(grid[:, d, r], best), grid[:, d, r])
+    n_peaks = np.bincount(seed, minlength=ns)
+
+    # 3. shells, merged over datasets, absorbing the peak fragments on their rims
+    shells = _find_shells(maps, params, psf, frame) if params.hough else []
+    best_r = _best_radius(grid, radii)
+    owner = absorb_fragments(
+        lon, lat, best_r,
+        np.array([s["lon"] for s in shells]), np.array([s["lat"] for s in shells]),
+        np.array([s["radius"] + 0.5 * s["width"] for s in shells]),
+        tolerance=params.absorb_tolerance,
+    )
+    keep = owner < 0
+    sh_grid = np.full((len(shells), len(names), len(radii)), np.nan)
+    for j, s in enumerate(shells):
+        mine = owner == j
+        sh_grid[j] = np.nanmax(np.concatenate([grid[mine], s["grid"][None]]), axis=0) if mine.any() else s["grid"]
+        s["n_absorbed"], s["n_peaks"] = int(mine.sum()), int(n_peaks[mine].sum())
+        log.info("shell at (%.3f, %.3f), R = %.3f deg: absorbed %d peak seed(s)", s["lon"], s["lat"], s["radius"], s["n_absorbed"])
+
+    t = empty_seed_table(names, radii, nrows=int(keep.sum()) + len(shells))
+    npk = int(keep.sum())
+    t["Type"][:npk] = "peak"
+    t["Type"][npk:] = "shell"
+    all_lon = np.concatenate([lon[keep], [s["lon"] for s in shells]])
+    all_lat = np.concatenate([lat[keep], [s["lat"] for s in shells]])
+    g = np.concatenate([grid[keep], sh_grid])
+    t["Sqrt_TS_Grid"][:] = g
+    flat = np.where(np.isfinite(g), g, -np.inf).reshape(len(t), -1)
+    kbest = np.argmax(flat, axis=1) if len(t) else np.zeros(0, int)
+    d_best, r_best = np.unravel_index(kbest, (len(names), len(radii)))
+    t["Sqrt_TS"][:] = flat[np.arange(len(t)), kbest]
+    t["Dataset_Best"][:] = [names[i] for i in d_best]
+    t["Radius_Best"][:] = np.asarray(radii)[r_best]
+    t["N_Peaks"][:] = np.concatenate([n_peaks[keep], [s["n_peaks"] for s in shells]]).astype(int)
+
+    # 4. sizes: moments for peaks, fitted radii for shells; peak seeds move to their
+    # excess centroid (several times more precise than the peak of a correlated map)
+    clon, clat = _peak_sizes(t, maps, params, psf, all_lon, all_lat, frame, npk)
+    shift = angular_separation(clon, clat, all_lon[:npk], all_lat[:npk])
+    move = np.isfinite(shift) & (shift < np.maximum(params.merge_distance, np.asarray(t["Radius_Best"][:npk])))
+    all_lon[:npk][move], all_lat[:npk][move] = clon[move], clat[move]
+
+    by_cell = {cell[(m.dataset, round(m.radius, 6))]: m for m in maps}
+    for i in range(len(t)):  # a few hundred seeds: excess and flux of each in its best map
+        m = by_cell.get((d_best[i], r_best[i]))
+        if m is not None:
+            t["Excess"][i] = _sample(m.geom, m.excess, all_lon[i], all_lat[i], frame)[0]
+            t["Flux"][i] = _sample(m.geom, m.flux, all_lon[i], all_lat[i], frame)[0]
+    for j, s in enumerate(shells):
+        row = npk + j
+        t["Shell_Radius"][row], t["Shell_Width"][row] = s["radius"], s["width"]
+        t["Size"][row] = s["radius"] + 0.5 * s["width"]
+        t["Extent"][row] = s["radius"] + s["width"]
+        t["Hough_Score"][row], t["Rim_Sqrt_TS"][row], t["Rim_Contrast"][row] = s["score"], s["peak"], s["contrast"]
+        t["N_Absorbed"][row] = s["n_absorbed"]
+
+    # 5. spectra
+    _spectral_columns(t, maps, bands, params, energy_ranges or {}, all_lon, all_lat, frame)
+
+    # 6. order, ids, coordinates, nesting
+    order = np.argsort(-np.asarray(t["Sqrt_TS"]), kind="stable")
+    t = t[order]
+    all_lon, all_lat = all_lon[order], all_lat[order]
+    t["ID"][:] = np.arange(1, len(t) + 1)
+    t["GLON"][:], t["GLAT"][:] = to_frame(all_lon, all_lat, frame, "galactic")
+    t["RA"][:], t["DEC"][:] = to_frame(all_lon, all_lat, frame, "icrs")
+    parent, flag = nesting(all_lon, all_lat, np.asarray(t["Extent"]))
+    t["Parent_ID"][:] = np.where(parent >= 0, parent + 1, 0)
+    t["Nest_Flag"][:] = flag
+    t.meta.update({"THRESH": params.threshold, "FRAME": frame, "NSEEDS": len(t), "NSHELLS": len(shells)})
+    if len(t) == 0:
+        log.info("no seed above %.1f sigma in %d map(s)", params.threshold, len(maps))
+    else:
+        log.info("%d seeds (%d shells) from %d peaks in %d map(s)", len(t), len(shells), plon.size, len(maps))
+    return t
+
+
+def _seed_positions(plon, plat, pval, prad, seed, anchor, link) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each seed: its brightest member peak that no other seed could claim.
+
+    For an extended source the peak at a large correlation radius is both the most
+    significant and the best localised; but where a large radius blends two seeds, its
+    peak lies between them, within linking distance of the other seed's anchor, and is
+    not used.  Anchors are never ambiguous, so every seed has a candidate.
+    """
+    if seed.size == 0:
+        return np.zeros(0), np.zeros(0)
+    d = angular_separation(plon[:, None], plat[:, None], plon[anchor][None, :], plat[anchor][None, :])
+    near = d < np.maximum(link, prad)[:, None]
+    near[np.arange(seed.size), seed] = False
+    value = np.where(near.any(axis=1), -np.inf, pval)
+    order = np.lexsort((-value, seed))
+    _, first = np.unique(seed[order], return_index=True)
+    pick = order[first]
+    return plon[pick], plat[pick]
+
+
+def _best_radius(grid: np.ndarray, radii) -> np.ndarray:
+    if grid.shape[0] == 0:
+        return np.zeros(0)
+    flat = np.where(np.isfinite(grid), grid, -np.inf).max(axis=1)
+    return np.asarray(radii)[np.argmax(flat, axis=1)]
+
+
+def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
+    """Hough shells of each dataset (its map nearest ``hough_radius``), merged on the sky."""
+    names = list(dict.fromkeys(m.dataset for m in maps))
+    radii = sorted({round(m.radius, 6) for m in maps})
+    found = []
+    for name in names:
+        m = _nearest([x for x in maps if x.dataset == name], params.hough_radius)
+        b = m.geom.binsz
+        r_min = max(params.shell_r_min / b, 2.0)
+        if params.shell_r_max / b <= r_min:
+            continue
+        rings = find_shells(
+            m.sqrt_ts, r_min=r_min, r_max=params.shell_r_max / b, level=params.edge_level,
+            canny_sigma=max(params.canny_sigma / b, 0.5), min_score=params.min_score,
+            min_peak=params.min_rim_significance, min_contrast=params.min_contrast,
+            min_coverage=params.min_coverage, max_candidates=params.max_candidates, mask=m.mask,
+            excess=m.excess, kernel_radius=m.radius / b, psf_sigma=psf[m.dataset] / b,
+        )
+        lon, lat = m.geom.pix_to_coord(rings.x, rings.y)
+        lon, lat = to_frame(lon, lat, m.geom.frame, frame)
+        for i in range(len(rings)):
+            g = np.full((len(names), len(radii)), np.nan)
+            g[names.index(name), radii.index(round(m.radius, 6))] = rings.peak[i]
+            found.append(dict(lon=float(lon[i]), lat=float(lat[i]), radius=rings.radius[i] * b, width=np.nan_to_num(rings.width[i]) * b,
+                              score=rings.score[i], peak=rings.peak[i], contrast=rings.contrast[i], grid=g))
+    found.sort(key=lambda s: -s["peak"])
+    kept: list[dict] = []
+    for s in found:  # a handful of shells
+        dup = [k for k in kept if angular_separation(k["lon"], k["lat"], s["lon"], s["lat"]) < 0.3 * k["radius"]
+               and abs(s["radius"] / k["radius"] - 1) < 0.25]
+        if dup:
+            dup[0]["grid"] = np.fmax(dup[0]["grid"], s["grid"])
+        else:
+            kept.append(s)
+    return kept
+
+
+def _peak_sizes(t, maps, params, psf, lon, lat, frame, npk) -> tuple[np.ndarray, np.ndarray]:
+    """Size, elongation, angle and the excess centroid of the peak seeds.
+
+    Measured in the finest map (smallest radius) of each seed's best dataset: second
+    moments of the positive excess in the seed's watershed basin above ``size_level``,
+    corrected for the truncation at the basin's edge and deconvolved (top-hat and PSF).
+    The centroid is measured again within twice the (undeconvolved) sigma, at least 1.5
+    correlation radii, so that a compact seed on a bright neighbour's flank is not
+    pulled towards it.  Returns the centroids (NaN where not measured).
+    """
+    clon, clat = np.full(npk, np.nan), np.full(npk, np.nan)
+    if npk == 0:
+        return clon, clat
+    rb = np.asarray(t["Radius_Best"][:npk], dtype=float)
+    for name in dict.fromkeys(m.dataset for m in maps):
+        mine = np.nonzero(np.asarray(t["Dataset_Best"][:npk]) == name)[0]
+        m = min((x for x in maps if x.dataset == name), key=lambda x: x.radius)
+        if mine.size == 0 or m.excess is None:
+            continue
+        b = m.geom.binsz
+        x, y = m.geom.coord_to_pix(lon[:npk], lat[:npk], frame)
+        inside = np.isfinite(x) & np.isfinite(y) & m.geom.contains(lon[:npk], lat[:npk], frame)
+        xi, yi = x[inside], y[inside]
+        mo = seed_moments(m.excess, m.sqrt_ts, xi, yi, level=params.size_level, max_radius=params.size_max_radius / b, mask=m.mask)
+        # undo the truncation at the basin's edge (area → equivalent radius)
+        geo = np.sqrt(mo.sigma_major * mo.sigma_minor)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = untruncated_sigma(geo, np.sqrt(mo.area / np.pi)) / geo
+        scale = np.where(np.isfinite(scale), scale, 1.0)
+        r_cen = np.clip(2.0 * np.nan_to_num(scale * geo), 1.5 * m.radius / b, params.size_max_radius / b)
+        mc = seed_moments(m.excess, m.sqrt_ts, xi, yi, level=params.size_level, max_radius=r_cen, mask=m.mask)
+        idx = np.nonzero(inside)[0]
+        sel = np.isin(idx, mine)
+        rows = idx[sel]
+        kvar = (m.radius / b) ** 2 / 4.0 + (psf[name] / b) ** 2  # top-hat r²/4 per axis, PSF
+        maj = np.sqrt(np.clip((scale * mo.sigma_major)[sel] ** 2 - kvar, 0.0, None)) * b
+        mnr = np.sqrt(np.clip((scale * mo.sigma_minor)[sel] ** 2 - kvar, 0.0, None)) * b
+        t["Size_Moments"][rows] = np.sqrt(maj * mnr)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t["Elongation"][rows] = np.where(maj > 0, 1.0 - mnr / maj, np.nan)
+        t["Angle"][rows] = _position_angle(m.geom, x[rows], y[rows], mo.angle[sel])
+        cl, cb = m.geom.pix_to_coord(mc.x[sel], mc.y[sel])
+        clon[rows], clat[rows] = to_frame(cl, cb, m.geom.frame, frame)
+    psf_best = np.array([psf[d] for d in t["Dataset_Best"][:npk]])
+    s_rad = np.sqrt(np.clip((rb / _TOPHAT_PER_SIGMA) ** 2 - psf_best**2, 0.0, None))
+    t["Size_Radius"][:npk] = s_rad
+    sm = np.asarray(t["Size_Moments"][:npk])
+    t["Size"][:npk] = np.where(np.isfinite(sm), sm, s_rad)
+    t["Extent"][:npk] = np.maximum(params.extent_factor * np.asarray(t["Size"][:npk]), rb)
+    return clon, clat
+
+
+def _spectral_columns(t, maps, bands, params, energy_ranges, lon, lat, frame) -> None:
+    """Index (band maps), Index_Datasets and Hardness (datasets' energy ranges)."""
+    if len(t) == 0:
+        return
+    rb = np.asarray(t["Radius_Best"], dtype=float)
+    if bands:
+        n, b, x, lo, hi = _sample_bands(bands, rb, lon, lat, frame)
+        if n is not None:
+            fit = fit_power_law(n, b, x, lo, hi, e_ref=params.e_ref, index_init=params.index_init, min_ts=params.index_min_ts)
+            t["Index"][:], t["Index_Err"][:] = fit.index, fit.index_err
+    ranged = [d for d in dict.fromkeys(m.dataset for m in maps) if d in energy_ranges]
+    if len(ranged) < 2:
+        return
+    ranged.sort(key=lambda d: energy_ranges[d][0])
+    cols = {k: [] for k in ("counts", "background", "exposure", "flux")}
+    for d in ranged:
+        for k in cols:
+            cols[k].append(_per_seed(maps, d, k, rb, lon, lat, frame))
+    lo = np.array([energy_ranges[d][0] for d in ranged])
+    hi = np.array([energy_ranges[d][1] for d in ranged])
+    if np.all(lo[1:] >= hi[:-1] * (1 - 1e-6)):  # disjoint ranges only: no event counted twice
+        fit = fit_power_law(np.array(cols["counts"]), np.array(cols["background"]), np.array(cols["exposure"]), lo, hi,
+                            e_ref=params.e_ref, index_init=params.index_init, min_ts=params.index_min_ts)
+        t["Index_Datasets"][:], t["Index_Datasets_Err"][:] = fit.index, fit.index_err
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t["Hardness"][:] = np.asarray(cols["flux"][-1]) / np.asarray(cols["flux"][0])
+
+
+def _per_seed(maps, dataset, attr, rb, lon, lat, frame) -> np.ndarray:
+    """Value of ``attr`` at each seed in ``dataset``'s map of radius nearest its best radius."""
+    own = [m for m in maps if m.dataset == dataset]
+    out = np.full(rb.size, np.nan)
+    for m in own:
+        use = np.array([_nearest(own, r) is m for r in rb])
+        if use.any():
+            out[use] = _sample(m.geom, getattr(m, attr), lon[use], lat[use], frame)
+    return out
+
+
+def _sample_bands(bands, rb, lon, lat, frame):
+    """(K, n_seeds) counts, background, exposure of the bands nearest each seed's radius."""
+    per = {}
+    for bm in bands:
+        per.setdefault(bm.dataset, []).append(bm)
+    parts, edges = [], []
+    for _name, own in sorted(per.items(), key=lambda kv: kv[1][0].e_lo.min()):
+        lo, hi = own[0].e_lo, own[0].e_hi
+        if edges and lo.min() < edges[-1][1].max() * (1 - 1e-6):
+            log.warning("band maps of dataset %s overlap in energy with another dataset: not used", own[0].dataset)
+            continue
+        arr = np.full((3, lo.size, rb.size), np.nan)
+        for bm in own:
+            use = np.array([_nearest(own, r) is bm for r in rb])
+            if use.any():
+                for q, a in enumerate((bm.counts, bm.background, bm.exposure)):
+                    arr[q][:, use] = _sample(bm.geom, a, lon[use], lat[use], frame)
+        parts.append(arr)
+        edges.append((lo, hi))
+    if not parts or sum(p.shape[1] for p in parts) < 2:
+        return None, None, None, None, None
+    a = np.concatenate(parts, axis=1)
+    return a[0], a[1], a[2], np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
+
+
+def index_maps(bands: Sequence[BandMaps], params: DetectParams) -> dict[str, Map] | None:
+    """Per-pixel power-law index maps from the band maps nearest ``params.index_radius``.
+
+    The grid is that of the finest dataset; other datasets' bands (disjoint in energy) are
+    interpolated onto it (bilinear: correlated maps are smooth).  Returns the maps
+    ``INDEX``, ``INDEX_ERR``, ``NORM``, ``NORM_ERR`` (cm⁻² s⁻¹ TeV⁻¹ at ``params.e_ref``,
+    within the correlation disk) and ``TS``, or ``None`` without band maps.
+    """
+    if not bands:
+        return None
+    per = {}
+    for bm in bands:
+        per.setdefault(bm.dataset, []).append(bm)
+    chosen = sorted((_nearest(v, params.index_radius) for v in per.values()), key=lambda bm: bm.e_lo.min())
+    ref = min(chosen, key=lambda bm: bm.geom.binsz)
+    glon, glat = ref.geom.get_coord()
+    stacks, lo, hi = [], [], []
+    for bm in chosen:
+        if lo and bm.e_lo.min() < max(h.max() for h in hi) * (1 - 1e-6):
+            log.warning("index map: bands of %s overlap in energy with another dataset: not used", bm.dataset)
+            continue
+        if bm.geom == ref.geom:
+            arr = np.stack([bm.counts, bm.background, bm.exposure])
+        else:
+            arr = np.stack([
+                np.stack([Map(bm.geom, a[k]).interp_image(glon, glat, ref.geom.frame) for k in range(a.shape[0])])
+                for a in (bm.counts, bm.background, bm.exposure)
+            ])
+        stacks.append(arr)
+        lo.append(bm.e_lo), hi.append(bm.e_hi)
+    a = np.concatenate(stacks, axis=1)
+    if a.shape[1] < 2:
+        log.warning("index map: fewer than 2 energy bands, no index")
+        return None
+    fit = fit_power_law(a[0], a[1], a[2], np.concatenate(lo), np.concatenate(hi), e_ref=params.e_ref,
+                        index_init=params.index_init, min_ts=params.index_min_ts)
+    meta = {"E_REF": params.e_ref, "RADIUS": ref.radius}
+    log.info("index map: %d bands, %d pixels fitted", a.shape[1], int(np.isfinite(fit.index).sum()))
+    return {
+        "INDEX": Map(ref.geom, fit.index, meta=meta),
+        "INDEX_ERR": Map(ref.geom, fit.index_err, meta=meta),
+        "NORM": Map(ref.geom, fit.norm, unit="cm-2 s-1 TeV-1", meta=meta),
+        "NORM_ERR": Map(ref.geom, fit.norm_err, unit="cm-2 s-1 TeV-1", meta=meta),
+        "TS": Map(ref.geom, fit.ts, meta=meta),
+    }
+
+
+def detection_exclusion(maps: Sequence[SignificanceMaps], seeds: Table, params: DetectParams) -> dict[str, Map]:
+    """Exclusion mask per dataset (True = usable for the background, gammapy's convention).
+
+    Excluded: the hysteresis regions (``excl_high``/``excl_low``) of the dataset's map
+    nearest ``excl_radius``, dilated by ``excl_dilate``, and around every seed a disk of
+    ``excl_size_factor × Extent + excl_dilate``.
+    """
+    out = {}
+    radius = params.excl_size_factor * np.nan_to_num(np.asarray(seeds["Extent"], dtype=float)) + params.excl_dilate
+    for name in dict.fromkeys(m.dataset for m in maps):
+        m = _nearest([x for x in maps if x.dataset == name], params.excl_radius)
+        hyst = hysteresis_excluded(m.sqrt_ts, high=params.excl_high, low=params.excl_low,
+                                   dilate=params.excl_dilate / m.geom.binsz, mask=m.mask)
+        parts = [hyst]
+        if len(seeds):
+            parts.append(circles_excluded(m.geom, np.asarray(seeds["GLON"]), np.asarray(seeds["GLAT"]), radius, frame="galactic"))
+        usable = exclusion_mask(m.geom.shape, *parts)
+        log.info("detection exclusion %s: %.1f %% of the map excluded", name, 100.0 * (1 - usable.mean()))
+        out[name] = Map(m.geom, usable, meta={"RADIUS": m.radius})
+    return out
