@@ -75,6 +75,17 @@ def _obs_id(ds: MapDataset, path: Path) -> int:
         raise ValueError(f"{path}: cannot tell the observation id (no meta obs_id and a non-numeric file name)") from None
 
 
+def _read_observations(observations: Sequence[str | os.PathLike]):
+    """Yield ``(path, dataset)`` one at a time, skipping observations the reduction skipped."""
+    for path in map(Path, observations):
+        obs = read_dataset(path)
+        if obs.meta.get("skipped"):
+            log.warning("%s: observation skipped by the reduction (%s)", path, obs.meta.get("reason", ""))
+            continue
+        _require(obs, path, "counts", "background")
+        yield path, obs
+
+
 def _safe(ds: MapDataset) -> np.ndarray:
     if ds.mask_safe is None:
         return np.ones(ds.counts.data.shape, dtype=bool)
@@ -95,9 +106,7 @@ def fov_background(
     lo, hi = (float(v) for v in fov["norm_bounds"])
     background = np.zeros(survey.counts.data.shape)
     rows = []
-    for path in map(Path, observations):
-        obs = read_dataset(path)
-        _require(obs, path, "counts", "background")
+    for path, obs in _read_observations(observations):
         obs_id = _obs_id(obs, path)
         safe = _safe(obs)
         mask = safe & usable_in(obs.geom, survey.geom, usable)[None]
@@ -136,9 +145,7 @@ def ring_onoff(
     s = _ring_settings(cfg, survey.geom.binsz)
     axis = survey.energy_axis if s["per_energy_bin"] else survey.energy_axis.squash()
     stack = OnOffStack((axis.nbin, *survey.geom.shape))
-    for path in map(Path, observations):
-        obs = read_dataset(path)
-        _require(obs, path, "counts", "background")
+    for path, obs in _read_observations(observations):
         safe = _safe(obs)
         counts = np.where(safe, obs.counts.data, 0.0)
         acceptance = np.where(safe, obs.background.data, 0.0)

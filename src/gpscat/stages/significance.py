@@ -19,8 +19,10 @@ Outputs in ``output_dir``, for every correlation radius ``r`` (deg) of
   edges and must be contiguous).
 * ``significance_r{r:.2f}.png`` / ``bands_r{r:.2f}.png`` — quick-looks (``significance.quicklook``).
 
-The top-hat kernel samples the disk exactly at the pixel edges (fractional pixels).  With
-ON/OFF input the OFF counts are used as the ring gave them, not correlated again.
+The top-hat kernel samples the disk exactly at the pixel edges (fractional pixels, counts
+then treated as effective Poisson counts, see :mod:`gpscat.core.significance`);
+``significance.kernel_sampling: center`` gives gammapy's 0/1 kernel.  With ON/OFF input
+the OFF counts are used as the ring gave them, not correlated again.
 """
 
 from __future__ import annotations
@@ -222,9 +224,10 @@ def run(cfg: Config, *, dataset: str, input: str | os.PathLike, output_dir: str 
     written: list[Path] = []
     folder = Path(output_dir)
     for r in correlation_radii(cfg):
-        kernel = disk_kernel(r / geom.binsz)
+        kernel = disk_kernel(r / geom.binsz, sampling=sig_cfg["kernel_sampling"])
         header = {"DATASET": dataset, "STAT": inp["kind"], "R_CORR": (r, "correlation radius, deg"),
-                  "EMIN": axis.edges[0], "EMAX": axis.edges[-1], "PL_INDEX": index}
+                  "EMIN": axis.edges[0], "EMAX": axis.edges[-1], "PL_INDEX": index,
+                  "KSAMPL": sig_cfg["kernel_sampling"]}
         maps = _to_maps([significance_images(inp, full, kernel=kernel, index=index)], geom, None)
         target = folder / f"significance_r{r:.2f}.fits"
         write_maps(target, maps, header=header)
