@@ -8,7 +8,7 @@ from maps_sky import EXPOSURE, make_survey
 
 from gpscat.config import ConfigError, load_config
 from gpscat.core.convolve import correlate, disk_kernel, gaussian_kernel
-from gpscat.core.geom import WcsGeom
+from gpscat.core.geom import WcsGeom, angular_separation, to_frame
 from gpscat.core.ring import alpha_map, ring_background
 from gpscat.core.significance import (
     cash_maps,
@@ -19,7 +19,7 @@ from gpscat.core.significance import (
     wstat_maps,
 )
 from gpscat.io.maps import read_map
-from gpscat.stages import background, exclusion, significance
+from gpscat.stages import background, exclusion, reduce, significance, stack
 
 # ------------------------------------------------------------------- pure functions
 
@@ -229,3 +229,56 @@ def test_band_slices():
     assert sl == [slice(0, 3), slice(3, 6)]
     with pytest.raises(ConfigError, match="contiguous"):
         significance.band_slices(edges, [(1.0, 2.0), (5.0, 10.0)])
+
+
+# ------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_msh1552_ring_significance_matches_gammapy(shared_data, tmp_path):
+    """H.E.S.S. DL3 DR1, MSH 15-52: the gammapy ring-background tutorial settings, r = 0.1 deg.
+
+    gammapy 2.1 (RingBackgroundMaker per observation + ExcessMapEstimator, OFF counts not
+    correlated; reproduced in ``test_maps_crosscheck.py``): counts 41803, excess 1131.1,
+    max significance 18.9.
+    """
+    pos = {"frame": "icrs", "lon": "228.32 deg", "lat": "-59.08 deg"}
+    cfg = load_config(overrides={
+        "data": {"store": str(shared_data / "hess-dl3-dr1"), "selection": {"cone": {**pos, "radius": "2.5 deg"}}},
+        "survey": {"frame": "icrs", "center": [pos["lon"], pos["lat"]], "width": ["3 deg", "3 deg"]},
+        "datasets": [{
+            "name": "msh", "binsz": "0.02 deg", "offset_max": "2.5 deg", "cutout_width": "5 deg",
+            "energy": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+            "energy_true": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+            "safe_mask": {"methods": ["aeff-default"]},  # gammapy AnalysisConfig default
+        }],
+        "background": {
+            "method": "ring", "ring": {"r_in": "0.5 deg", "width": "0.3 deg"},
+            "exclusion": {"circles": [{**pos, "radius": "0.4 deg"}], "hysteresis": {"enabled": False}},
+        },
+        "significance": {"correlation_radii": ["0.1 deg"], "quicklook": False},
+    })
+    store = reduce.open_store(cfg)
+    ids = reduce.select_observations(cfg, store)
+    assert len(ids) == 20
+    paths = [tmp_path / f"{i}.fits" for i in ids]
+    for i, p in zip(ids, paths, strict=True):
+        reduce.run(cfg, dataset="msh", obs_id=i, output=p, store=store)
+    stack.run(cfg, dataset="msh", inputs=paths, output=tmp_path / "stacked.fits")
+    exclusion.run(cfg, dataset="msh", stacked=tmp_path / "stacked.fits", output=tmp_path / "exclusion.fits")
+    background.run(cfg, dataset="msh", stacked=tmp_path / "stacked.fits", observations=paths,
+                   exclusion=tmp_path / "exclusion.fits", output=tmp_path / "onoff.fits")
+    significance.run(cfg, dataset="msh", input=tmp_path / "onoff.fits", output_dir=tmp_path)
+
+    onoff = {n: read_map(tmp_path / "onoff.fits", n).data for n in ("COUNTS", "COUNTS_OFF", "ACCEPTANCE", "ACCEPTANCE_OFF")}
+    mask = read_map(tmp_path / "onoff.fits", "MASK_SAFE").data.astype(bool)
+    alpha = alpha_map(onoff["ACCEPTANCE"], onoff["ACCEPTANCE_OFF"])
+    counts = onoff["COUNTS"][mask].sum()
+    excess = (onoff["COUNTS"] - alpha * onoff["COUNTS_OFF"])[mask].sum()
+    assert counts == pytest.approx(41803, rel=0.02)
+    assert excess == pytest.approx(1131.1, rel=0.02)
+    sig = read_map(tmp_path / "significance_r0.10.fits", "SQRT_TS")
+    assert float(np.nanmax(sig.data)) == pytest.approx(18.9, abs=0.3)
+    iy, ix = np.unravel_index(np.nanargmax(sig.data), sig.data.shape)
+    glon, glat = to_frame(*sig.geom.pix_to_coord(ix, iy), "icrs", "galactic")
+    assert angular_separation(glon, glat, 320.315, -1.188) < 0.04  # HGPS HESS J1514-591
