@@ -15,6 +15,7 @@ import yaml
 
 from gpscat.config import Config
 from gpscat.io.atomic import write_text_atomic
+from gpscat.stages import background, exclusion, reduce, significance, stack
 
 __all__ = ["COMMANDS", "command"]
 
@@ -43,5 +44,77 @@ def _check_config(p: argparse.ArgumentParser):
         else:
             print(text)
         log.info("config OK (hash %s)", cfg.hash[:12])
+
+    return run
+
+
+@command("reduce", "reduce one observation of one dataset to a per-observation map dataset")
+def _reduce(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", required=True, help="dataset name (config datasets[].name)")
+    p.add_argument("--obs-id", required=True, type=int)
+    p.add_argument("--output", required=True, type=Path)
+
+    def run(cfg: Config, args):
+        reduce.run(cfg, dataset=args.dataset, obs_id=args.obs_id, output=args.output)
+
+    return run
+
+
+@command("stack", "stack per-observation datasets into the survey maps of one dataset")
+def _stack(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--provenance", type=Path, default=None, help="JSON: observations used and skipped")
+    p.add_argument("inputs", nargs="*", type=Path, help="per-observation dataset files")
+
+    def run(cfg: Config, args):
+        stack.run(cfg, dataset=args.dataset, inputs=args.inputs, output=args.output, provenance=args.provenance)
+
+    return run
+
+
+@command("exclusion", "exclusion mask (known sources + hysteresis of a first-pass significance)")
+def _exclusion(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--stacked", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    def run(cfg: Config, args):
+        exclusion.run(cfg, dataset=args.dataset, stacked=args.stacked, output=args.output)
+
+    return run
+
+
+@command("background", "background estimate: FoV normalisation per observation, ring, or IRF")
+def _background(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--stacked", required=True, type=Path)
+    p.add_argument("--exclusion", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--norms", type=Path, default=None)
+    p.add_argument("observations", nargs="*", type=Path, help="per-observation dataset files")
+
+    def run(cfg: Config, args):
+        background.run(
+            cfg,
+            dataset=args.dataset,
+            stacked=args.stacked,
+            observations=args.observations,
+            exclusion=args.exclusion,
+            output=args.output,
+            norms=args.norms,
+        )
+
+    return run
+
+
+@command("significance", "correlated significance, excess and flux maps for every correlation radius")
+def _significance(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--input", required=True, type=Path, help="dataset.fits or onoff.fits")
+    p.add_argument("--output-dir", required=True, type=Path)
+
+    def run(cfg: Config, args):
+        significance.run(cfg, dataset=args.dataset, input=args.input, output_dir=args.output_dir)
 
     return run

@@ -1,0 +1,56 @@
+# Config validation, observation list → wildcards, small get_* helpers.
+import os
+
+from snakemake.utils import validate
+
+from gpscat.config import SCHEMA_PATH
+from gpscat.workflow import (
+    observation_ids,
+    resources_for,
+    significance_outputs,
+    stage_params,
+)
+
+validate(config, str(SCHEMA_PATH))
+
+# one software environment for every rule (for --sdm conda); relative to the rule files
+CONDA_ENV = "../../envs/gpscat.yaml"
+
+OBS_IDS = observation_ids(config)
+DATASETS = [d["name"] for d in config["datasets"]]
+BACKGROUND_METHOD = config["background"]["method"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    obs_id=r"\d+",
+
+
+def reduced_files(wildcards):
+    return expand("results/reduce/{dataset}/{obs_id}.fits", dataset=wildcards.dataset, obs_id=OBS_IDS)
+
+
+def store_index_files():
+    """The data store's index tables (inputs of every reduction job)."""
+    store = config["data"]["store"]
+    obs = config["data"]["obs_index"] or os.path.join(store, "obs-index.fits.gz")
+    hdu = config["data"]["hdu_index"] or os.path.join(store, "hdu-index.fits.gz")
+    return {"obs_index": obs, "hdu_index": hdu}
+
+
+def background_outputs():
+    if BACKGROUND_METHOD == "ring":
+        return {"output": "results/maps/{dataset}/onoff.fits", "norms": "results/maps/{dataset}/background_norms.fits"}
+    return {"output": "results/maps/{dataset}/dataset.fits", "norms": "results/maps/{dataset}/background_norms.fits"}
+
+
+def significance_input(wildcards):
+    name = "onoff.fits" if BACKGROUND_METHOD == "ring" else "dataset.fits"
+    return f"results/maps/{wildcards.dataset}/{name}"
+
+
+def final_outputs():
+    out = []
+    for ds in DATASETS:
+        out += significance_outputs(config, ds)
+    return out
