@@ -18,6 +18,7 @@ from gpscat.core.significance import (
     reco_exposure,
     wstat_maps,
 )
+from gpscat.io.dataset import read_dataset, write_dataset
 from gpscat.io.maps import read_map
 from gpscat.stages import background, exclusion, reduce, significance, stack
 
@@ -187,6 +188,23 @@ def _check_significance_maps(survey, small, large, excl_file):
     ix, iy, _ = geom.coord_to_idx(*survey.source)
     expected = survey.source_counts / (EXPOSURE * 1e4)
     assert float(flux[iy, ix]) == pytest.approx(expected, abs=3 * float(err[iy, ix]) + 0.03 * expected)
+
+
+def test_irf_method_and_skipped_observations(survey, excl_file, tmp_path):
+    skipped = tmp_path / "999.fits"
+    first = read_dataset(survey.observations[0])
+    one = first.cutout(slice(0, 1), slice(0, 1))
+    one.meta = {"obs_id": 999, "skipped": True, "reason": "test"}
+    write_dataset(skipped, one)
+    obs = [*survey.observations, skipped]
+    out, norms = tmp_path / "dataset.fits", tmp_path / "norms.fits"
+    background.run(_cfg(background={"method": "fov"}), dataset="t", stacked=survey.stacked, observations=obs,
+                   exclusion=excl_file, output=out, norms=norms)
+    assert list(Table.read(norms)["OBS_ID"]) == [101, 102, 103]
+    background.run(_cfg(background={"method": "irf"}), dataset="t", stacked=survey.stacked, observations=obs,
+                   exclusion=excl_file, output=out, norms=norms)
+    assert len(Table.read(norms)) == 0
+    np.testing.assert_array_equal(read_dataset(out).background.data, read_dataset(survey.stacked).background.data)
 
 
 def test_ring_background_and_wstat_significance(survey, excl_file, tmp_path):

@@ -51,6 +51,7 @@ __all__ = ["fov_background", "ring_onoff", "run", "usable_in"]
 log = logging.getLogger(__name__)
 
 _NORM_COLUMNS = ("OBS_ID", "NORM", "NORM_ERR", "TILT", "N_COUNTS", "N_BACKGROUND", "VALID")
+_NORM_DTYPES = (np.int64, float, float, float, float, float, bool)
 
 
 def usable_in(geom: WcsGeom, survey: WcsGeom, usable: np.ndarray) -> np.ndarray:
@@ -124,9 +125,7 @@ def fov_background(
         scaled.paste_into(Map(survey.geom, background, survey.counts.axes), weights=safe)
         rows.append((obs_id, norm, fit.norm_err, fit.tilt, fit.n_counts, fit.n_background, valid))
         log.info("obs %d: norm %.4f ± %.4f, tilt %.3f (%.0f counts outside exclusions)", obs_id, norm, fit.norm_err, fit.tilt, fit.n_counts)
-    table = Table(rows=rows or None, names=_NORM_COLUMNS, dtype=(np.int64, float, float, float, float, float, bool))
-    for name, unit in (("N_COUNTS", ""), ("N_BACKGROUND", "")):
-        table[name].unit = unit or None
+    table = Table(rows=rows, names=_NORM_COLUMNS, dtype=_NORM_DTYPES) if rows else _empty_norms()
     return background, table
 
 
@@ -169,6 +168,10 @@ def ring_onoff(
     return stack.result(), (axis,)
 
 
+def _empty_norms() -> Table:
+    return Table(names=_NORM_COLUMNS, dtype=_NORM_DTYPES)
+
+
 def _write_norms(path, table: Table) -> None:
     with atomic_path(path) as tmp:
         table.write(tmp, format="fits")
@@ -201,7 +204,8 @@ def run(
     output : path
         fov/irf: ``results/maps/<dataset>/dataset.fits``; ring: ``results/maps/<dataset>/onoff.fits``.
     norms : path, optional
-        fov: ``results/maps/<dataset>/background_norms.fits`` (required for fov).
+        ``results/maps/<dataset>/background_norms.fits``: required for fov; ring and irf
+        write the table without rows.
     """
     method = cfg["background"]["method"]
     survey = read_dataset(stacked)
@@ -214,6 +218,8 @@ def run(
         log.warning("%s: no observations; the background is left empty", dataset)
     if method == "irf":
         write_dataset(output, survey)
+        if norms is not None:
+            _write_norms(norms, _empty_norms())
     elif method == "fov":
         if norms is None:
             raise ValueError("background.method 'fov' needs the norms output path")
@@ -232,6 +238,6 @@ def run(
         out["mask_safe"] = Map(geom, maps["mask"], axes)
         write_maps(output, out, header={"DATASET": dataset, "BKGMETH": "ring"})
         if norms is not None:
-            _write_norms(norms, Table(names=_NORM_COLUMNS, dtype=(np.int64, float, float, float, float, float, bool)))
+            _write_norms(norms, _empty_norms())
     else:  # the schema forbids it; keep a clear error for direct callers
         raise ValueError(f"background.method must be fov, ring or irf, got {method!r}")
