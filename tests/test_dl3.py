@@ -75,7 +75,7 @@ def test_missing_irf_hdu(store_dir):
     with fits.open(path) as hl:
         keep = fits.HDUList([h.copy() for h in hl if h.name != "POINT SPREAD FUNCTION"])
     keep.writeto(path, overwrite=True)
-    with pytest.raises(DL3Error, match=r"obs 1: psf IRF, file .*irf.fits HDU 'POINT SPREAD FUNCTION'.*not found"):
+    with pytest.raises(DL3Error, match=r"obs 1: file .*irf.fits has no HDU 'POINT SPREAD FUNCTION' \(psf IRF\); it has \['PRIMARY', 'EFFECTIVE AREA'"):
         ds.load(1)
 
 
@@ -131,3 +131,16 @@ def test_hess_dr1_store(shared_data):
     obs = ds.load(20136)
     assert obs.livetime == pytest.approx(1521.03, rel=1e-4)
     assert np.all(np.isfinite(obs.events.ra))
+
+
+def test_legacy_hess_background_alignment(store_dir):
+    ds = DataStore.from_dir(store_dir)
+    path = ds.location(1, "events").path
+    with fits.open(path) as hl:
+        hl = fits.HDUList([h.copy() for h in hl])
+    hl["EVENTS"].header["CREATOR"] = "SASH FITS::EventListWriter"
+    hl["EVENTS"].header["HDUVERS"] = "0.2"
+    hl.writeto(path, overwrite=True)
+    assert ds.load(1).bkg.fov_alignment == "REVERSE_LON_RADEC"
+    assert ds.load(1, events=False).bkg.fov_alignment == "REVERSE_LON_RADEC"
+    assert ds.load(2).bkg.fov_alignment == "RADEC"

@@ -196,3 +196,26 @@ def test_real_irfs_read(shared_data, caplog):
     assert isinstance(read_irf(hess, "PSF"), PSFTable)
     prod5 = shared_data / "cta-caldb/Prod5-South-20deg-AverageAz-14MSTs37SSTs.180000s-v0.1.fits.gz"
     assert read_irf(prod5, "BACKGROUND").data.shape == (21, 60, 60)
+
+
+def test_grid_evaluations_equal_direct_ones(irfs):
+    """The fast separable map evaluations give the same numbers as the direct ones."""
+    e = np.geomspace(0.03, 150, 9)
+    off = np.array([[0.0, 0.3, 1.7], [2.9, 5.5, 6.5]])
+    aeff = irfs["aeff"]
+    assert np.allclose(aeff.evaluate_grid(e, off), aeff.evaluate(e[:, None, None], off[None]), rtol=1e-12)
+    rad = np.linspace(0, 0.5, 11)
+    psf = irfs["psf"]
+    assert np.allclose(psf.evaluate_grid(rad, e, off), psf.evaluate(rad[None, :, None, None], e[:, None, None, None], off[None, None]))
+    rad_axis = MapAxis("rad", np.linspace(0, 1, 101), "deg", "lin")
+    table = PSFTable(psf.energy_true, psf.offset, rad_axis, psf.evaluate(rad_axis.center[None, None], psf.energy_true.center[:, None, None], psf.offset.center[None, :, None]))
+    assert np.allclose(table.evaluate_grid(rad, e, off), table.evaluate(rad[None, :, None, None], e[:, None, None, None], off[None, None]), rtol=1e-10)
+    edisp = irfs["edisp"]
+    et = MapAxis.from_energy_bounds(0.5, 20, nbin=4, name="energy_true")
+    er = MapAxis.from_energy_bounds(0.1, 100, nbin=6, name="energy")
+    k = edisp.kernel(et, er, off)
+    for i in range(off.shape[0]):
+        for j in range(off.shape[1]):
+            cdf = edisp.cdf(et.center[:, None], np.full((1, 1), off[i, j]))[:, 0]
+            at = np.array([np.interp(er.edges / x, edisp.migra.edges, c) for x, c in zip(et.center, cdf, strict=True)])
+            assert np.allclose(k[:, :, i, j], np.diff(at, axis=1), atol=1e-9)

@@ -6,8 +6,9 @@ A FoV frame is a spherical rotation that puts the pointing position at
 ``(fov_lon, fov_lat) = (0, 0)``, with ``fov_lat`` towards the celestial north pole
 (RADEC alignment).  As in gammapy 2.x (``FoVICRSFrame``), and as seen by a camera
 looking at the sky, longitudes are *reversed*: ``fov_lon`` grows towards the west
-(decreasing RA).  The alignment ``REVERSE_LON_RADEC`` (legacy H.E.S.S. files) flips
-that sign.  ALTAZ-aligned frames rotate with the parallactic angle during an
+(decreasing RA).  The alignment ``REVERSE_LON_RADEC`` flips that sign; gammapy 2.1 (and
+:meth:`gpscat.io.dl3.DataStore.load`) applies it to H.E.S.S. DL3 DR1-era files, whose
+background tables say ``FOVALIGN = 'RADEC'`` but were made with the opposite sign.  ALTAZ-aligned frames rotate with the parallactic angle during an
 observation; they are not supported yet.
 
 FoV background normalisation

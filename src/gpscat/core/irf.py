@@ -41,6 +41,15 @@ def _bounds(axis: MapAxis) -> tuple[float, float]:
     return float(axis.edges[0]), float(axis.edges[-1])
 
 
+def _along_offset(at_nodes: np.ndarray, offset_axis: MapAxis, offset) -> np.ndarray:
+    """Interpolate ``at_nodes`` (..., n_offset_nodes) linearly in offset: (..., *offset.shape)."""
+    offset = np.asarray(offset, dtype=float)
+    lead = at_nodes.shape[:-1]
+    table = np.moveaxis(at_nodes, -1, 0)  # (n_off, *lead)
+    out = grid_interp(table, [offset_axis.center], [offset], scales=["lin"], bounds=[_bounds(offset_axis)])
+    return np.moveaxis(out.reshape(offset.shape + lead), tuple(range(offset.ndim)), tuple(range(len(lead), len(lead) + offset.ndim)))
+
+
 def _check_shape(name: str, data: np.ndarray, axes: tuple[MapAxis, ...]) -> np.ndarray:
     data = np.asarray(data, dtype=float)
     expected = tuple(a.nbin for a in axes)
@@ -76,6 +85,16 @@ class EffectiveArea2D:
             scales=["log", "lin"],
             bounds=[_bounds(self.energy_true), _bounds(self.offset)],
         )
+
+    def evaluate_grid(self, energy_true, offset) -> np.ndarray:
+        """A_eff (m²) for every 1D ``energy_true`` value and every ``offset`` (any shape).
+
+        Shape (n_energy, *offset.shape).  The same numbers as :meth:`evaluate` (bilinear
+        interpolation is separable), computed by interpolating in energy at the table's
+        offset nodes first: fast for maps.
+        """
+        at_nodes = self.evaluate(np.asarray(energy_true, float)[:, None], self.offset.center[None, :])
+        return _along_offset(at_nodes, self.offset, offset)
 
     @property
     def thresholds(self) -> tuple[float | None, float | None]:
@@ -148,26 +167,25 @@ class EnergyDispersion2D:
         energy : MapAxis
             Reco-energy bins.
         offset : array_like
-            Offsets (deg); the kernel is computed for each.
+            Offsets (deg), any shape.
 
         Returns
         -------
         ndarray, shape (n_true, n_reco, *offset.shape)
+            Computed at the table's offset nodes and interpolated linearly in offset (the
+            kernel is linear in the pdf, which is interpolated linearly in offset).
         """
-        offset = np.asarray(offset, dtype=float)
         et = energy_true.center
-        cdf = self.cdf(et.reshape((-1,) + (1,) * offset.ndim), offset[None])  # (n_true, *off, n_m+1)
+        cdf = self.cdf(et[:, None], self.offset.center[None, :])  # (n_true, n_off, n_m+1)
         mu = energy.edges[None, :] / et[:, None]  # (n_true, n_reco+1)
         xp = self.migra.edges
         idx = np.clip(np.searchsorted(xp, mu, side="right") - 1, 0, xp.size - 2)
-        w = np.clip((mu - xp[idx]) / (xp[idx + 1] - xp[idx]), 0.0, 1.0)
-        cdf = np.moveaxis(cdf, -1, 1)  # (n_true, n_m+1, *off)
-        rows = np.arange(et.size)[:, None]
-        lo = cdf[rows, idx]
-        hi = cdf[rows, idx + 1]
-        wb = w.reshape(w.shape + (1,) * offset.ndim)
-        at_edges = lo * (1 - wb) + hi * wb  # (n_true, n_reco+1, *off)
-        return np.diff(at_edges, axis=1)
+        w = np.clip((mu - xp[idx]) / (xp[idx + 1] - xp[idx]), 0.0, 1.0)[:, None, :]
+        rows = np.arange(et.size)[:, None, None]
+        cols = np.arange(self.offset.nbin)[None, :, None]
+        at_edges = cdf[rows, cols, idx[:, None, :]] * (1 - w) + cdf[rows, cols, idx[:, None, :] + 1] * w
+        nodes = np.diff(at_edges, axis=-1)  # (n_true, n_off, n_reco)
+        return _along_offset(np.moveaxis(nodes, 1, -1), self.offset, offset)
 
     def bias(self, energy_true, offset) -> np.ndarray:
         """Mean of μ − 1 at (E_true, offset), from the tabulated pdf; NaN where the pdf is zero."""

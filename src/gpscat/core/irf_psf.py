@@ -35,6 +35,19 @@ class _PSFBase:
     def _rad_scale(self, energy_true, offset) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def evaluate(self, rad, energy_true, offset) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate_grid(self, rad, energy_true, offset) -> np.ndarray:
+        """dP/dΩ (sr⁻¹) for 1D ``energy_true`` × 1D ``rad`` × ``offset`` (any shape).
+
+        Shape (n_energy, n_rad, *offset.shape).
+        """
+        rad, energy_true = np.asarray(rad, float), np.asarray(energy_true, float)
+        offset = np.asarray(offset, float)
+        extra = (1,) * offset.ndim
+        return self.evaluate(rad.reshape((1, -1) + extra), energy_true.reshape((-1, 1) + extra), offset[None, None])
+
     def containment_radius(self, fraction, energy_true, offset, *, n_iter: int = 48) -> np.ndarray:
         """Radius (deg) containing ``fraction`` of the PSF; bisection, broadcast.
 
@@ -167,6 +180,19 @@ class PSFTable(_PSFBase):
             scales=["log", "lin", "lin"],
             bounds=[None, None, (0.0, float(self.rad.edges[-1]))],
         )
+
+    def evaluate_grid(self, rad, energy_true, offset) -> np.ndarray:
+        """dP/dΩ (sr⁻¹) for 1D ``energy_true`` × 1D ``rad`` × ``offset`` (any shape).
+
+        Shape (n_energy, n_rad, *offset.shape); evaluated at the table's offset nodes, then
+        interpolated linearly in offset (the same numbers as :meth:`evaluate`, faster).
+        """
+        rad, energy_true = np.asarray(rad, float), np.asarray(energy_true, float)
+        offset = np.asarray(offset, float)
+        nodes = self.offset.center
+        at_nodes = self.evaluate(rad[None, :, None], energy_true[:, None, None], nodes[None, None, :])  # (E, rad, off)
+        out = grid_interp(np.moveaxis(at_nodes, -1, 0), [nodes], [offset], scales=["lin"])  # (*offset, E, rad)
+        return np.moveaxis(out, (-2, -1), (0, 1))
 
     def _cumulative_at(self, energy_true, offset) -> np.ndarray:
         """Containment at the rad edges, shape (*broadcast, n_rad + 1)."""

@@ -94,8 +94,7 @@ def make_exposure(
     if not livetime >= 0:
         raise ValueError(f"livetime must be >= 0 s, got {livetime}")
     off = pixel_offsets(geom, pointing) if offsets is None else offsets
-    e = energy_true_axis.center[:, None, None]
-    return aeff.evaluate(e, off[None]) * livetime
+    return aeff.evaluate_grid(energy_true_axis.center, off) * livetime
 
 
 def _bkg_prepared(bkg, fill_missing: bool):
@@ -145,7 +144,7 @@ def make_psf(psf, geom: WcsGeom, energy_true_axis: MapAxis, rad_axis: MapAxis, *
     """
     off = pixel_offsets(geom, pointing)
     r = rad_axis.center
-    values = psf.evaluate(r[None, :, None, None], energy_true_axis.center[:, None, None, None], off[None, None])
+    values = psf.evaluate_grid(r, energy_true_axis.center, off)
     jac = (2 * np.pi * np.radians(r) * np.radians(rad_axis.width))[None, :, None, None]
     norm = (values * jac).sum(axis=1, keepdims=True)
     return np.divide(values, norm, out=np.zeros_like(values), where=norm > 0)

@@ -14,11 +14,14 @@ what was expected (:class:`DL3Error`).
 
 from __future__ import annotations
 
-import functools
+import gzip
+import io
 import logging
 import os
+import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from astropy.table import Table
 from astropy.time import Time
 
 from gpscat.core.geom import WcsGeom, angular_separation, to_frame
+from gpscat.core.irf import Background3D
 from gpscat.io.irf import IRFError, irf_from_hdu
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "GTI",
     "HduLocation",
     "Observation",
+    "clear_irf_cache",
     "fov_overlaps_geom",
     "parse_time",
 ]
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 IRF_TYPES = ("aeff", "edisp", "psf", "bkg")
 _EVENT_COLUMNS = ("RA", "DEC", "ENERGY", "TIME")
+_EVENT_KEYWORDS = ("OBS_ID", "RA_PNT", "DEC_PNT", "DEADC", "LIVETIME", "ONTIME", "TSTART", "TSTOP", "GEOLON", "GEOLAT", "ALTITUDE", "TELESCOP", "MJDREFI", "MJDREFF", "CREATOR", "HDUVERS")
 
 
 class DL3Error(ValueError):
@@ -169,14 +175,40 @@ def _mjdref(header) -> float:
     return float(header.get("MJDREF", 51910.0))
 
 
-@functools.lru_cache(maxsize=64)
-def _read_irf_cached(path: str, hdu: str, kind: str, mtime: float):
-    with fits.open(path, memmap=False) as hl:
-        try:
-            h = hl[hdu]
-        except (KeyError, IndexError):
-            raise IRFError(f"HDU {hdu!r} not found; the file has {[x.name for x in hl]}") from None
-        return irf_from_hdu(h, kind=kind, source=path)
+def _open_fits(path: Path) -> fits.HDUList:
+    """Open a FITS file; gzip files are decompressed in memory at once (faster than seeking)."""
+    if path.suffix == ".gz":
+        return fits.open(io.BytesIO(gzip.decompress(path.read_bytes())), memmap=False)
+    return fits.open(path, memmap=False)
+
+
+class _OpenFiles:
+    """Open each file at most once while loading one observation; close all at exit."""
+
+    def __init__(self):
+        self._files: dict[Path, fits.HDUList] = {}
+
+    def get(self, path: Path) -> fits.HDUList:
+        if path not in self._files:
+            self._files[path] = _open_fits(path)
+        return self._files[path]
+
+    def __enter__(self) -> _OpenFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hl in self._files.values():
+            hl.close()
+        self._files.clear()
+
+
+_IRF_CACHE: OrderedDict = OrderedDict()
+_IRF_CACHE_SIZE = 32
+
+
+def clear_irf_cache() -> None:
+    """Forget the IRFs read so far (they are cached by file, HDU and modification time)."""
+    _IRF_CACHE.clear()
 
 
 def fov_overlaps_geom(geom: WcsGeom, ra, dec, offset_max: float) -> np.ndarray:
@@ -346,78 +378,107 @@ class DataStore:
         return [int(i) for i in ids[keep]]
 
     # --------------------------------------------------------------------- loading
-    def _open_hdu(self, loc: HduLocation, what: str):
+    def _open_hdu(self, loc: HduLocation, what: str, files: _OpenFiles):
         if not loc.path.is_file():
             raise DL3Error(f"obs {loc.obs_id}: {what} file {loc.path} not found (hdu-index {self.source})")
         try:
-            hl = fits.open(loc.path, memmap=False)
-        except OSError as exc:
-            raise DL3Error(f"obs {loc.obs_id}: cannot read {what} file {loc.path} (HDU {loc.hdu_name!r}): {exc}") from exc
-        try:
-            return hl, hl[loc.hdu_name]
+            hl = files.get(loc.path)
+            return hl[loc.hdu_name]
         except (KeyError, IndexError):
             names = [h.name for h in hl]
-            hl.close()
             raise DL3Error(f"obs {loc.obs_id}: file {loc.path} has no HDU {loc.hdu_name!r} ({what}); it has {names}") from None
+        except (OSError, EOFError, zlib.error, ValueError) as exc:
+            raise DL3Error(f"obs {loc.obs_id}: cannot read {what} file {loc.path} (HDU {loc.hdu_name!r}): {exc}") from exc
 
-    def load_events(self, obs_id: int) -> EventList:
+    def load_events(self, obs_id: int, *, _files: _OpenFiles | None = None) -> EventList:
         """RA, DEC, ENERGY (TeV), TIME and MC_ID (if present) of one observation."""
+        if _files is None:
+            with _OpenFiles() as files:
+                return self.load_events(obs_id, _files=files)
         loc = self.location(obs_id, "events")
-        hl, hdu = self._open_hdu(loc, "events")
-        with hl:
-            where = f"obs {obs_id}: file {loc.path} HDU {loc.hdu_name!r}"
-            if not isinstance(hdu, fits.BinTableHDU):
-                raise DL3Error(f"{where}: expected an events BINTABLE")
-            names = [n.upper() for n in hdu.columns.names]
-            missing = [c for c in _EVENT_COLUMNS if c not in names]
-            if missing:
-                raise DL3Error(f"{where}: missing column(s) {missing}; expected {list(_EVENT_COLUMNS)}")
-            try:
-                data = hdu.data
-                cols = {c: np.asarray(data[c], dtype=float) for c in _EVENT_COLUMNS}
-                mc = np.asarray(data["MC_ID"], dtype=np.int64) if "MC_ID" in names else None
-            except (OSError, ValueError, TypeError) as exc:
-                raise DL3Error(f"{where}: corrupt event data: {exc}") from exc
-            unit = (hdu.columns["ENERGY"].unit or hdu.header.get("EUNIT") or "TeV").strip()
-            scale = {"TeV": 1.0, "GeV": 1e-3, "MeV": 1e-6, "keV": 1e-9}.get(unit)
-            if scale is None:
-                raise DL3Error(f"{where}: ENERGY unit {unit!r} not understood; expected TeV, GeV or MeV")
-            meta = {k: hdu.header[k] for k in ("OBS_ID", "RA_PNT", "DEC_PNT", "DEADC", "LIVETIME", "ONTIME", "TSTART", "TSTOP", "GEOLON", "GEOLAT", "ALTITUDE", "TELESCOP", "MJDREFI", "MJDREFF") if k in hdu.header}
+        hdu = self._open_hdu(loc, "events", _files)
+        where = f"obs {obs_id}: file {loc.path} HDU {loc.hdu_name!r}"
+        if not isinstance(hdu, fits.BinTableHDU):
+            raise DL3Error(f"{where}: expected an events BINTABLE")
+        names = [n.upper() for n in hdu.columns.names]
+        missing = [c for c in _EVENT_COLUMNS if c not in names]
+        if missing:
+            raise DL3Error(f"{where}: missing column(s) {missing}; expected {list(_EVENT_COLUMNS)}")
+        try:
+            data = hdu.data
+            cols = {c: np.asarray(data[c], dtype=float) for c in _EVENT_COLUMNS}
+            mc = np.asarray(data["MC_ID"], dtype=np.int64) if "MC_ID" in names else None
+        except (OSError, ValueError, TypeError) as exc:
+            raise DL3Error(f"{where}: corrupt event data: {exc}") from exc
+        unit = (hdu.columns["ENERGY"].unit or hdu.header.get("EUNIT") or "TeV").strip()
+        scale = {"TeV": 1.0, "GeV": 1e-3, "MeV": 1e-6, "keV": 1e-9}.get(unit)
+        if scale is None:
+            raise DL3Error(f"{where}: ENERGY unit {unit!r} not understood; expected TeV, GeV or MeV")
+        meta = {k: hdu.header[k] for k in _EVENT_KEYWORDS if k in hdu.header}
         return EventList(cols["RA"], cols["DEC"], cols["ENERGY"] * scale, cols["TIME"], mc, meta)
 
-    def load_gti(self, obs_id: int) -> GTI:
+    def load_gti(self, obs_id: int, *, _files: _OpenFiles | None = None) -> GTI:
         """Good time intervals of one observation."""
+        if _files is None:
+            with _OpenFiles() as files:
+                return self.load_gti(obs_id, _files=files)
         loc = self.location(obs_id, "gti")
-        hl, hdu = self._open_hdu(loc, "GTI")
-        with hl:
-            where = f"obs {obs_id}: file {loc.path} HDU {loc.hdu_name!r}"
-            names = [n.upper() for n in getattr(hdu, "columns", fits.ColDefs([])).names]
-            if "START" not in names or "STOP" not in names:
-                raise DL3Error(f"{where}: expected a GTI table with START and STOP columns")
-            start = np.asarray(hdu.data["START"], dtype=float)
-            stop = np.asarray(hdu.data["STOP"], dtype=float)
-            if start.size == 0 or np.any(stop < start):
-                raise DL3Error(f"{where}: GTI is empty or has STOP < START")
-            return GTI(start, stop, _mjdref(hdu.header) if "MJDREFI" in hdu.header else self.mjdref)
+        hdu = self._open_hdu(loc, "GTI", _files)
+        where = f"obs {obs_id}: file {loc.path} HDU {loc.hdu_name!r}"
+        names = [n.upper() for n in getattr(hdu, "columns", fits.ColDefs([])).names]
+        if "START" not in names or "STOP" not in names:
+            raise DL3Error(f"{where}: expected a GTI table with START and STOP columns")
+        start = np.asarray(hdu.data["START"], dtype=float)
+        stop = np.asarray(hdu.data["STOP"], dtype=float)
+        if start.size == 0 or np.any(stop < start):
+            raise DL3Error(f"{where}: GTI is empty or has STOP < START")
+        return GTI(start, stop, _mjdref(hdu.header) if "MJDREFI" in hdu.header else self.mjdref)
 
-    def load_irf(self, obs_id: int, hdu_type: str):
+    def load_irf(self, obs_id: int, hdu_type: str, *, _files: _OpenFiles | None = None):
         """One IRF (aeff, edisp, psf, bkg) of ``obs_id``; files shared by observations are read once."""
+        if _files is None:
+            with _OpenFiles() as files:
+                return self.load_irf(obs_id, hdu_type, _files=files)
         loc = self.location(obs_id, hdu_type)
         if not loc.path.is_file():
             raise DL3Error(f"obs {obs_id}: {hdu_type} IRF file {loc.path} not found (hdu-index {self.source})")
         kind = loc.hdu_class if loc.hdu_class not in ("", "events", "gti") else ""
+        key = (str(loc.path), loc.hdu_name, kind, loc.path.stat().st_mtime)
+        if key in _IRF_CACHE:
+            _IRF_CACHE.move_to_end(key)
+            return _IRF_CACHE[key]
+        hdu = self._open_hdu(loc, f"{hdu_type} IRF", _files)
         try:
-            return _read_irf_cached(str(loc.path), loc.hdu_name, kind, loc.path.stat().st_mtime)
+            irf = irf_from_hdu(hdu, kind=kind, source=str(loc.path))
         except IRFError as exc:
-            raise DL3Error(f"obs {obs_id}: {hdu_type} IRF, file {loc.path} HDU {loc.hdu_name!r}: {exc}") from exc
-        except OSError as exc:
-            raise DL3Error(f"obs {obs_id}: cannot read {hdu_type} IRF file {loc.path} (HDU {loc.hdu_name!r}): {exc}") from exc
+            raise DL3Error(f"obs {obs_id}: {hdu_type} IRF: {exc}") from exc
+        _IRF_CACHE[key] = irf
+        if len(_IRF_CACHE) > _IRF_CACHE_SIZE:
+            _IRF_CACHE.popitem(last=False)
+        return irf
 
     def load(self, obs_id: int, *, events: bool = True, irfs: Sequence[str] = IRF_TYPES) -> Observation:
-        """Load an observation: pointing, GTI, livetime, and optionally events and IRFs."""
+        """Load an observation: pointing, GTI, livetime, and optionally events and IRFs.
+
+        Each file is opened once.  H.E.S.S. DR1-era files get their background FoV
+        alignment corrected to ``REVERSE_LON_RADEC`` (see :func:`_legacy_hess_events`),
+        as gammapy does.
+        """
         info = self.obs_info(obs_id)
-        ev = self.load_events(obs_id) if events else None
-        gti = self.load_gti(obs_id)
+        with _OpenFiles() as files:
+            ev = self.load_events(obs_id, _files=files) if events else None
+            gti = self.load_gti(obs_id, _files=files)
+            loaded = {t: self.load_irf(obs_id, t, _files=files) for t in irfs}
+            bkg = loaded.get("bkg")
+            if isinstance(bkg, Background3D) and bkg.fov_alignment == "RADEC":
+                if ev is not None:
+                    header = ev.meta
+                else:
+                    hdu = self._open_hdu(self.location(obs_id, "events"), "events", files)
+                    header = {k: hdu.header[k] for k in _EVENT_KEYWORDS if k in hdu.header}
+                if _legacy_hess_events(header):
+                    log.info("obs %s: legacy H.E.S.S. file (SASH writer, HDUVERS 0.2): background read with REVERSE_LON_RADEC", obs_id)
+                    loaded["bkg"] = replace(bkg, fov_alignment="REVERSE_LON_RADEC")
         deadc = info.get("DEADC")
         if deadc is None and ev is not None:
             deadc = ev.meta.get("DEADC")
@@ -425,7 +486,6 @@ class DataStore:
             ontime, live = info.get("ONTIME"), info.get("LIVETIME")
             deadc = live / ontime if ontime and live else 1.0
             log.warning("obs %s: no DEADC; using LIVETIME/ONTIME = %.4f", obs_id, deadc)
-        loaded = {t: self.load_irf(obs_id, t) for t in irfs}
         return Observation(
             obs_id=int(obs_id),
             pointing=(float(info["RA_PNT"]), float(info["DEC_PNT"])),
@@ -435,6 +495,15 @@ class DataStore:
             meta=info,
             **loaded,
         )
+
+
+def _legacy_hess_events(header: dict) -> bool:
+    """H.E.S.S. DL3 DR1-era files, whose BKG_3D ``FOVALIGN = 'RADEC'`` has fov_lon growing eastwards.
+
+    Same rule as gammapy 2.1 (``Observation.bkg``): events written by
+    ``SASH FITS::EventListWriter`` with ``HDUVERS = '0.2'``.
+    """
+    return str(header.get("CREATOR", "")).strip() == "SASH FITS::EventListWriter" and str(header.get("HDUVERS", "")).strip() == "0.2"
 
 
 def _find_index(folder: Path, stem: str) -> Path:
