@@ -14,10 +14,11 @@ gammapy = pytest.importorskip("gammapy")
 
 import astropy.units as u  # noqa: E402
 from astropy.coordinates import SkyCoord  # noqa: E402
+from astropy.table import Table  # noqa: E402
 from gammapy.data import GTI  # noqa: E402
 from gammapy.datasets import MapDataset, MapDatasetOnOff  # noqa: E402
 from gammapy.estimators import ExcessMapEstimator  # noqa: E402
-from gammapy.makers import RingBackgroundMaker  # noqa: E402
+from gammapy.makers import AdaptiveRingBackgroundMaker, RingBackgroundMaker  # noqa: E402
 from gammapy.maps import Map, MapAxis  # noqa: E402
 from gammapy.maps import WcsGeom as GpWcsGeom  # noqa: E402
 from gammapy.stats import CashCountsStatistic, WStatCountsStatistic  # noqa: E402
@@ -25,7 +26,7 @@ from maps_sky import make_survey  # noqa: E402
 
 from gpscat.config import load_config  # noqa: E402
 from gpscat.core.convolve import disk_kernel  # noqa: E402
-from gpscat.core.ring import OnOffStack, ring_background  # noqa: E402
+from gpscat.core.ring import OnOffStack, adaptive_ring_background, ring_background  # noqa: E402
 from gpscat.core.significance import cash_maps, wstat_maps  # noqa: E402
 from gpscat.core.stats import (  # noqa: E402
     cash_excess_interval,
@@ -33,7 +34,7 @@ from gpscat.core.stats import (  # noqa: E402
     wstat_excess_interval,
     wstat_significance,
 )
-from gpscat.stages import background, exclusion, significance  # noqa: E402
+from gpscat.stages import background, exclusion, reduce, significance, stack  # noqa: E402
 
 pytestmark = pytest.mark.crosscheck
 
@@ -99,6 +100,23 @@ def test_ring_and_excess_maps_match_gammapy(gp_dataset):
     np.testing.assert_allclose(ours["excess"], cash["npred_excess"].data, atol=1e-4)
 
 
+def test_adaptive_ring_matches_gammapy(gp_dataset):
+    ds, _ = gp_dataset
+    excl = np.ones(ds.counts.data.shape, bool)
+    excl[0, 20:55, 30:70] = False
+    maker = AdaptiveRingBackgroundMaker(r_in="0.3 deg", width="0.2 deg", r_out_max="1.0 deg", stepsize="0.08 deg",
+                                        threshold_alpha=0.004, exclusion_mask=Map.from_geom(ds.counts.geom, data=excl))
+    onoff = maker.run(ds)
+    # gammapy 2.1 uses the pixel alone as the ON acceptance (theta = 0, see gpscat.core.ring)
+    ours = adaptive_ring_background(ds.counts.data, ds.background.data, exclusion_mask=excl[0], r_in=7.5, width=5,
+                                    r_out_max=25, stepsize=2, alpha_max=0.004, sampling="center")
+    reached = np.isfinite(onoff.counts_off.data)  # gammapy leaves NaN where no ring reaches alpha_max
+    assert 0.9 < reached.mean() < 1.0 and len(np.unique(ours.r_out)) == 7
+    np.testing.assert_allclose(ours.counts_off[reached], onoff.counts_off.data[reached], rtol=1e-6)
+    np.testing.assert_allclose(ours.acceptance_off[reached], onoff.acceptance_off.data[reached], rtol=1e-6)
+    assert np.all(ours.r_out[~reached] == 24.5)  # we take the largest ring there
+
+
 def test_onoff_stacking_matches_gammapy(gp_dataset):
     ds, excl = gp_dataset
     maker = RingBackgroundMaker(r_in="0.4 deg", width="0.2 deg", exclusion_mask=excl)
@@ -136,16 +154,19 @@ def test_stage_files_open_in_gammapy(tmp_path):
     assert np.nanmax(sig.data) > 10
 
 
-def _gammapy_msh1552(data_store):
-    from gammapy.analysis import Analysis, AnalysisConfig
-    from regions import CircleSkyRegion
+POS = SkyCoord(228.32, -59.08, unit="deg")
 
-    pos = SkyCoord(228.32, -59.08, unit="deg")
+
+@pytest.fixture(scope="module")
+def gp_msh1552(shared_data):
+    """gammapy 2.1 per-observation datasets of the ring-background tutorial (MSH 15-52), by obs id."""
+    from gammapy.analysis import Analysis, AnalysisConfig
+
     config = AnalysisConfig()
-    config.observations.datastore = str(data_store)
-    config.observations.obs_cone = {"frame": "icrs", "lon": pos.ra, "lat": pos.dec, "radius": 2.5 * u.deg}
+    config.observations.datastore = str(shared_data / "hess-dl3-dr1")
+    config.observations.obs_cone = {"frame": "icrs", "lon": POS.ra, "lat": POS.dec, "radius": 2.5 * u.deg}
     config.datasets.type = "3d"
-    config.datasets.geom.wcs.skydir = {"lon": pos.ra, "lat": pos.dec, "frame": "icrs"}
+    config.datasets.geom.wcs.skydir = {"lon": POS.ra, "lat": POS.dec, "frame": "icrs"}
     config.datasets.geom.wcs.width = {"width": "3 deg", "height": "3 deg"}
     config.datasets.geom.wcs.binsize = "0.02 deg"
     config.datasets.geom.selection.offset_max = 2.5 * u.deg
@@ -157,22 +178,63 @@ def _gammapy_msh1552(data_store):
     analysis.config.datasets.geom.axes.energy_true = analysis.config.datasets.geom.axes.energy
     analysis.get_observations()
     analysis.get_datasets()
-    geom = analysis.datasets[0].counts.geom
-    geom_image = geom.to_image().to_cube([geom.axes["energy"].squash()])
-    excl = ~geom_image.region_mask([CircleSkyRegion(center=pos, radius=0.4 * u.deg)])
-    maker = RingBackgroundMaker(r_in="0.5 deg", width="0.3 deg", exclusion_mask=excl)
-    stacked = MapDatasetOnOff.create(geom=geom_image, energy_axis_true=analysis.datasets[0].exposure.geom.axes["energy_true"], name="stacked")
-    for ds in analysis.datasets:
-        stacked.stack(maker.run(ds.to_image()))
-    maps = ExcessMapEstimator(0.1 * u.deg, selection_optional=[], correlate_off=False).run(stacked)
-    m = stacked.mask_safe.data
-    return stacked.counts.data[m].sum(), (stacked.counts - stacked.background).data[m].sum(), np.nanmax(maps["sqrt_ts"].data)
+    return dict(zip((int(i) for i in analysis.observations.ids), analysis.datasets, strict=True))
+
+
+def _exclusion_04(geom):
+    from regions import CircleSkyRegion
+
+    return ~geom.region_mask([CircleSkyRegion(center=POS, radius=0.4 * u.deg)])
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_msh1552_reference_numbers(shared_data):
-    counts, excess, max_sig = _gammapy_msh1552(shared_data / "hess-dl3-dr1")
-    assert counts == MSH_COUNTS
-    assert excess == pytest.approx(MSH_EXCESS, abs=0.1)
-    assert max_sig == pytest.approx(MSH_MAX_SIG, abs=0.05)
+def test_msh1552_reference_numbers(gp_msh1552):
+    datasets = list(gp_msh1552.values())
+    geom = datasets[0].counts.geom
+    geom_image = geom.to_image().to_cube([geom.axes["energy"].squash()])
+    maker = RingBackgroundMaker(r_in="0.5 deg", width="0.3 deg", exclusion_mask=_exclusion_04(geom_image))
+    energy_true = datasets[0].exposure.geom.axes["energy_true"]
+    stacked = MapDatasetOnOff.create(geom=geom_image, energy_axis_true=energy_true, name="stacked")
+    for ds in datasets:
+        stacked.stack(maker.run(ds.to_image()))
+    maps = ExcessMapEstimator(0.1 * u.deg, selection_optional=[], correlate_off=False).run(stacked)
+    m = stacked.mask_safe.data
+    assert stacked.counts.data[m].sum() == MSH_COUNTS
+    assert (stacked.counts - stacked.background).data[m].sum() == pytest.approx(MSH_EXCESS, abs=0.1)
+    assert np.nanmax(maps["sqrt_ts"].data) == pytest.approx(MSH_MAX_SIG, abs=0.05)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_msh1552_fov_norms_match_gammapy(gp_msh1552, shared_data, tmp_path):
+    from gammapy.makers import FoVBackgroundMaker
+
+    gp_norms = {}
+    for obs_id, ds in gp_msh1552.items():
+        excl = _exclusion_04(ds.counts.geom.to_image())
+        out = FoVBackgroundMaker(method="scale", exclusion_mask=excl).run(ds)
+        gp_norms[obs_id] = out.background_model.spectral_model.norm.value
+    pos = {"frame": "icrs", "lon": "228.32 deg", "lat": "-59.08 deg"}
+    cfg = load_config(overrides={
+        "data": {"store": str(shared_data / "hess-dl3-dr1"), "selection": {"cone": {**pos, "radius": "2.5 deg"}}},
+        "survey": {"frame": "icrs", "center": [pos["lon"], pos["lat"]], "width": ["3 deg", "3 deg"]},
+        "datasets": [{"name": "msh", "binsz": "0.02 deg", "offset_max": "2.5 deg", "cutout_width": "5 deg",
+                      "energy": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+                      "energy_true": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+                      "safe_mask": {"methods": ["aeff-default"]}}],
+        "background": {"method": "fov", "exclusion": {"circles": [{**pos, "radius": "0.4 deg"}], "hysteresis": {"enabled": False}}},
+    })
+    store = reduce.open_store(cfg)
+    paths = []
+    for obs_id in reduce.select_observations(cfg, store):
+        paths.append(tmp_path / f"{obs_id}.fits")
+        reduce.run(cfg, dataset="msh", obs_id=obs_id, output=paths[-1], store=store)
+    stack.run(cfg, dataset="msh", inputs=paths, output=tmp_path / "stacked.fits")
+    exclusion.run(cfg, dataset="msh", stacked=tmp_path / "stacked.fits", output=tmp_path / "exclusion.fits")
+    background.run(cfg, dataset="msh", stacked=tmp_path / "stacked.fits", observations=paths,
+                   exclusion=tmp_path / "exclusion.fits", output=tmp_path / "dataset.fits", norms=tmp_path / "norms.fits")
+    ours = Table.read(tmp_path / "norms.fits")
+    assert sorted(ours["OBS_ID"]) == sorted(gp_norms)
+    for row in ours:
+        assert row["NORM"] == pytest.approx(gp_norms[int(row["OBS_ID"])], rel=0.005)
