@@ -44,7 +44,7 @@ class DetectParams:
 
     threshold: float = 5.0
     min_separation: float = 0.1
-    min_prominence: float = 2.0
+    min_prominence: float = 2.5
     merge_distance: float = 0.1
     size_level: float = 3.0
     size_max_radius: float = 1.0
@@ -219,7 +219,7 @@ def detect_seeds(
     all_lat = np.concatenate([lat[keep], [s["lat"] for s in shells]])
     g = np.concatenate([grid[keep], sh_grid])
     t["Sqrt_TS_Grid"][:] = g
-    flat = np.where(np.isfinite(g), g, -np.inf).reshape(len(t), -1)
+    flat = np.where(np.isfinite(g), g, -np.inf).reshape(len(t), len(names) * len(radii))
     kbest = np.argmax(flat, axis=1) if len(t) else np.zeros(0, int)
     d_best, r_best = np.unravel_index(kbest, (len(names), len(radii)))
     t["Sqrt_TS"][:] = flat[np.arange(len(t)), kbest]

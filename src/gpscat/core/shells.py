@@ -385,6 +385,7 @@ def find_shells(
     min_score: float = 0.5,
     min_peak: float = 4.0,
     min_contrast: float = 1.0,
+    max_interior: float = 0.8,
     min_coverage: float = 0.75,
     max_candidates: int = 50,
     mask: np.ndarray | None = None,
@@ -410,6 +411,10 @@ def find_shells(
         Minimum mean rim significance.
     min_contrast : float
         Minimum rim-minus-interior significance.
+    max_interior : float
+        Maximum ratio of the interior to the rim significance.  Limb-brightened shells
+        have 0.5–0.75 (the significance compresses bright parts); a bright blob seen
+        off-centre, or with a noise dip at its top, ~0.9.
     min_coverage : float
         Minimum fraction of azimuthal sectors with the rim above ``level``.
     max_candidates : int
@@ -418,7 +423,8 @@ def find_shells(
         True for usable pixels.
     excess, kernel_radius, psf_sigma
         Correlated excess map and its kernel (pixels) for the radius fit, see
-        :func:`refine_rings`.
+        :func:`refine_rings`.  A fitted width reaching the fit's bound (``w ≈ R``:
+        the profile is that of a filled source) rejects the ring.
 
     Returns
     -------
@@ -446,6 +452,7 @@ def find_shells(
         np.isfinite(rings.radius)
         & (rings.peak >= min_peak)
         & (rings.contrast >= min_contrast)
+        & (rings.peak - rings.contrast <= max_interior * rings.peak)
         & (rings.coverage >= min_coverage)
     )
     rings = rings.select(ok)
@@ -467,6 +474,8 @@ def find_shells(
             search=0, excess=excess, kernel_radius=kernel_radius, psf_sigma=psf_sigma,
         )
     ok = (rings.radius >= 0.5 * r_min) & (rings.radius <= r_max)
+    if excess is not None:
+        ok &= ~(rings.width >= 0.95 * rings.radius)
     log.debug("Hough: %d candidates, %d shells", len(cand), int(ok.sum()))
     return rings.select(ok)
 
