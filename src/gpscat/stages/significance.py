@@ -42,7 +42,6 @@ from gpscat.core.geom import Map, MapAxis, WcsGeom
 from gpscat.core.ring import OnOffStack
 from gpscat.core.significance import cash_maps, flux_maps, reco_exposure, wstat_maps
 from gpscat.io.atomic import atomic_path
-from gpscat.io.dataset import read_dataset
 from gpscat.io.maps import map_from_hdulist, write_maps
 
 __all__ = ["band_slices", "output_paths", "run", "significance_images"]
@@ -112,35 +111,32 @@ def band_slices(energy_edges: np.ndarray, bands) -> list[slice]:
 
 
 def _read_input(path: Path) -> dict:
-    """Arrays of a dataset or ON/OFF file: counts, mask, exposure, edges and the background."""
-    with fits.open(path, memmap=False) as hl:
-        onoff = "COUNTS_OFF" in hl
-    if onoff:
+    """Arrays of a dataset or ON/OFF file: counts, mask, exposure, edges and the background.
+
+    Only the HDUs needed are read (not the PSF / energy-dispersion kernels).
+    """
+    try:
         with fits.open(path, memmap=False) as hl:
-            maps = {h.name.lower(): map_from_hdulist(hl, h.name) for h in hl if h.is_image and h.data is not None}
-        needed = ("counts", "counts_off", "acceptance", "acceptance_off")
-        missing = [n.upper() for n in needed if n not in maps]
-        if missing:
-            raise ValueError(f"{path}: ON/OFF file lacks HDU(s) {missing}")
-        counts = maps["counts"]
-        data = {n: maps[n].data.astype(float) for n in needed}
-        mask = maps["mask_safe"].data.astype(bool) if "mask_safe" in maps else np.ones(counts.data.shape, bool)
-        exposure = maps.get("exposure")
-    else:
-        ds = read_dataset(path)
-        if ds.counts is None or ds.background is None:
-            raise ValueError(f"{path}: dataset needs COUNTS and BACKGROUND for significance maps")
-        counts = ds.counts
-        data = {"counts": ds.counts.data.astype(float), "background": ds.background.data.astype(float)}
-        mask = ds.mask_safe.data.astype(bool) if ds.mask_safe is not None else np.ones(counts.data.shape, bool)
-        exposure = ds.exposure
+            names = {h.name for h in hl}
+            onoff = "COUNTS_OFF" in names
+            needed = ("COUNTS", "COUNTS_OFF", "ACCEPTANCE", "ACCEPTANCE_OFF") if onoff else ("COUNTS", "BACKGROUND")
+            missing = [n for n in needed if n not in names]
+            if missing:
+                kind = "ON/OFF file" if onoff else "dataset"
+                raise ValueError(f"{path}: {kind} lacks HDU(s) {missing} needed for significance maps")
+            maps = {n.lower(): map_from_hdulist(hl, n) for n in (*needed, "MASK_SAFE", "EXPOSURE") if n in names}
+    except OSError as exc:
+        raise OSError(f"{path}: cannot read the significance input: {exc}") from exc
+    counts = maps["counts"]
+    data = {n.lower(): maps[n.lower()].data.astype(float) for n in needed}
+    mask = maps["mask_safe"].data.astype(bool) if "mask_safe" in maps else np.ones(counts.data.shape, bool)
     return {
         "kind": "wstat" if onoff else "cash",
         "geom": counts.geom,
         "energy_axis": counts.axis("energy"),
         "data": data,
         "mask": mask,
-        "exposure": exposure,
+        "exposure": maps.get("exposure"),
     }
 
 
