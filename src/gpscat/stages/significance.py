@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from gpscat.config import Config, ConfigError, quantity
 from gpscat.core.convolve import disk_kernel
 from gpscat.core.geom import Map, MapAxis, WcsGeom
-from gpscat.core.ring import OnOffStack
+from gpscat.core.ring import OnOffStack, alpha_map
 from gpscat.core.significance import cash_maps, flux_maps, reco_exposure, wstat_maps
 from gpscat.io.atomic import atomic_path
 from gpscat.io.maps import map_from_hdulist, write_maps
@@ -217,6 +217,10 @@ def run(cfg: Config, *, dataset: str, input: str | os.PathLike, output_dir: str 
         )
     band_sl = band_slices(axis.edges, bands) if bands else []
     full = slice(0, axis.nbin)
+    images, image_mask = _sum_bins(inp, full)
+    background = images["background"] if inp["kind"] == "cash" else alpha_map(images["acceptance"], images["acceptance_off"]) * images["counts_off"]
+    log.info("%s (%s): %.0f counts, background %.1f, excess %.1f in the safe mask", dataset, inp["kind"],
+             images["counts"][image_mask].sum(), background[image_mask].sum(), (images["counts"] - background)[image_mask].sum())
     written: list[Path] = []
     folder = Path(output_dir)
     for r in correlation_radii(cfg):
@@ -229,8 +233,7 @@ def run(cfg: Config, *, dataset: str, input: str | os.PathLike, output_dir: str 
         write_maps(target, maps, header=header)
         written.append(target)
         peak = np.nanmax(maps["sqrt_ts"].data) if np.isfinite(maps["sqrt_ts"].data).any() else np.nan
-        log.info("%s r=%.2f deg (%s): max significance %.2f, total excess in mask %.1f", dataset, r, inp["kind"], peak,
-                 float(np.nansum(maps["excess"].data)))
+        log.info("%s r=%.2f deg (%s): max significance %.2f", dataset, r, inp["kind"], peak)
         if sig_cfg["quicklook"]:
             written.append(_quicklook(target.with_suffix(".png"), maps, title=f"{dataset}: r = {r:.2f} deg ({inp['kind']})"))
         if band_sl:
@@ -252,8 +255,8 @@ def run(cfg: Config, *, dataset: str, input: str | os.PathLike, output_dir: str 
 def _panel(fig: Figure, pos: tuple[int, int, int], m: Map, data: np.ndarray, label: str, *, significance: bool):
     ax = fig.add_subplot(*pos, projection=m.geom.wcs)
     finite = data[np.isfinite(data)]
-    if significance:  # fixed diverging scale: noise in [-5, 5], sources saturate above
-        top = max(5.0, float(finite.max()) if finite.size else 5.0)
+    if significance:  # diverging scale: noise within ±5, sources saturate above 15 sigma
+        top = float(np.clip(finite.max(), 8.0, 15.0)) if finite.size else 8.0
         norm = TwoSlopeNorm(vmin=-5.0, vcenter=0.0, vmax=top)
         im = ax.imshow(data, origin="lower", cmap="RdBu_r", norm=norm, interpolation="nearest")
     else:
