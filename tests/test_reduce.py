@@ -8,7 +8,7 @@ from _dl3_fake import make_irfs, write_store
 
 from gpscat.config import Config, validate_config
 from gpscat.core import reduce as R
-from gpscat.core.fov import fov_normalise, fov_to_sky, sky_to_fov
+from gpscat.core.fov import altaz_rotations, fov_normalise, fov_to_sky, rotate_fov, sky_to_fov
 from gpscat.core.geom import MapAxis, WcsGeom, angular_separation, to_frame
 from gpscat.core.irf import Background3D
 from gpscat.io.dataset import read_dataset
@@ -40,8 +40,28 @@ def test_fov_frame_convention_and_inverse():
     ra, dec = fov_to_sky(fl, fb, 30.0, -60.0)
     assert np.allclose(sky_to_fov(ra, dec, 30.0, -60.0), (fl, fb), atol=1e-9)
     assert np.allclose(sky_to_fov(ra, dec, 30.0, -60.0, alignment="REVERSE_LON_RADEC")[0], -fl, atol=1e-9)
-    with pytest.raises(NotImplementedError, match="ALTAZ"):
+    with pytest.raises(ValueError, match="altaz_rotations"):
         sky_to_fov(ra, dec, 30.0, -60.0, alignment="ALTAZ")
+
+
+def test_altaz_rotations_are_orthogonal_and_slow(irfs, geom):
+    w, m = altaz_rotations(PNT, location=(16.5, -23.27, 1835.0), mjd_start=58000.9, duration=1800.0)
+    assert w.sum() == pytest.approx(1.0) and len(w) >= 2
+    assert np.allclose(m @ np.swapaxes(m, 1, 2), np.eye(2), atol=1e-3)  # aberration: ~2e-4
+    # successive nodes differ by at most ~1 degree of FoV rotation
+    angle = np.degrees(np.unwrap(np.arctan2(m[:, 1, 0], m[:, 0, 0])))
+    assert np.all(np.abs(np.diff(angle)) <= 1.05)
+    fl, fb = np.array([0.5, -1.0]), np.array([1.0, 0.3])
+    back = rotate_fov(*rotate_fov(fl, fb, m[0]), m[0].T)
+    assert np.allclose(back, (fl, fb), atol=1e-3)
+    bkg = irfs["bkg"]
+    altaz_bkg = Background3D(bkg.energy, bkg.fov_lon, bkg.fov_lat, bkg.data, "ALTAZ")
+    with pytest.raises(ValueError, match="ALTAZ-aligned BKG_3D needs altaz"):
+        R.make_background(altaz_bkg, geom, E_AXIS, pointing=PNT, ontime=10.0)
+    # the test table is radially symmetric: any rotation gives the RADEC map (up to the
+    # bilinear interpolation on its 0.5 deg grid, which is not rotation invariant)
+    b = R.make_background(altaz_bkg, geom, E_AXIS, pointing=PNT, ontime=10.0, altaz=(w, m))
+    assert np.allclose(b, R.make_background(bkg, geom, E_AXIS, pointing=PNT, ontime=10.0), rtol=1e-2)
 
 
 def test_make_counts_bins_events(geom):

@@ -8,8 +8,13 @@ A FoV frame is a spherical rotation that puts the pointing position at
 looking at the sky, longitudes are *reversed*: ``fov_lon`` grows towards the west
 (decreasing RA).  The alignment ``REVERSE_LON_RADEC`` flips that sign; gammapy 2.1 (and
 :meth:`gpscat.io.dl3.DataStore.load`) applies it to H.E.S.S. DL3 DR1-era files, whose
-background tables say ``FOVALIGN = 'RADEC'`` but were made with the opposite sign.  ALTAZ-aligned frames rotate with the parallactic angle during an
-observation; they are not supported yet.
+background tables say ``FOVALIGN = 'RADEC'`` but were made with the opposite sign.
+
+An ALTAZ-aligned frame (gammapy's ``FoVAltAzFrame``: ``fov_lat`` towards the zenith,
+longitudes reversed) turns with respect to the sky during an observation.  Both frames
+share the pointing as origin, so one maps onto the other by a fixed orthogonal 2×2 matrix
+acting on the (y, z) components of the unit vectors: :func:`altaz_rotations` gets these
+matrices from astropy at time nodes, :func:`rotate_fov` applies them.
 
 FoV background normalisation
 ----------------------------
@@ -23,10 +28,13 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+import astropy.units as u
 import numpy as np
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.time import Time
 from scipy.optimize import minimize_scalar
 
-__all__ = ["FOV_ALIGNMENTS", "FovFit", "fov_normalise", "fov_to_sky", "sky_to_fov"]
+__all__ = ["FOV_ALIGNMENTS", "FovFit", "altaz_rotations", "fov_normalise", "fov_to_sky", "rotate_fov", "sky_to_fov"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ def _lon_sign(alignment: str) -> float:
     if alignment == "REVERSE_LON_RADEC":
         return 1.0
     if alignment == "ALTAZ":
-        raise NotImplementedError("FoV alignment 'ALTAZ' is not supported yet (needs the parallactic-angle rotation)")
+        raise ValueError("an ALTAZ-aligned FoV frame turns during the observation: use altaz_rotations() and rotate_fov()")
     raise ValueError(f"FoV alignment must be one of {FOV_ALIGNMENTS}, got {alignment!r}")
 
 
@@ -87,6 +95,71 @@ def fov_to_sky(fov_lon, fov_lat, lon_pnt: float, lat_pnt: float, *, alignment: s
     lon = np.mod(np.degrees(np.arctan2(y, x)) + lon_pnt, 360.0)
     lat = np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))
     return lon, lat
+
+
+def rotate_fov(fov_lon, fov_lat, matrix: np.ndarray):
+    """Apply a FoV-frame change ``matrix`` (2×2, on the (y, z) unit-vector components), deg."""
+    x, y, z = _unit_vectors(fov_lon, fov_lat)
+    y2 = matrix[0, 0] * y + matrix[0, 1] * z
+    z2 = matrix[1, 0] * y + matrix[1, 1] * z
+    return np.degrees(np.arctan2(y2, x)), np.degrees(np.arcsin(np.clip(z2, -1.0, 1.0)))
+
+
+def _radec_to_altaz_matrices(pointing, location: EarthLocation, mjd: np.ndarray, delta: float = 1.0) -> np.ndarray:
+    """FoV-RADEC → FoV-ALTAZ matrices at times ``mjd`` (TT), shape (n, 2, 2)."""
+    ra, dec = fov_to_sky(np.array([0.0, 0.0, delta]), np.array([0.0, delta, 0.0]), *pointing)
+    frame = AltAz(obstime=Time(np.asarray(mjd)[:, None], format="mjd", scale="tt"), location=location)
+    altaz = SkyCoord(ra[None, :], dec[None, :], unit="deg", frame="icrs").transform_to(frame)
+    az, alt = altaz.az.deg, altaz.alt.deg
+    fl, fb = sky_to_fov(az[:, 1:], alt[:, 1:], az[:, :1], alt[:, :1])  # gammapy's FoVAltAzFrame: lon reversed
+    _, y, z = _unit_vectors(fl, fb)  # columns: north (A) and fov_lon (B) test points
+    s = np.sin(np.radians(delta))
+    # M @ [[0, s], [s, 0]] = [[yA, yB], [zA, zB]]
+    return np.stack([np.stack([y[:, 1] / s, y[:, 0] / s], -1), np.stack([z[:, 1] / s, z[:, 0] / s], -1)], 1)
+
+
+def altaz_rotations(
+    pointing: tuple[float, float],
+    *,
+    location: tuple[float, float, float],
+    mjd_start: float,
+    duration: float,
+    max_rotation: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Time nodes of an observation for an ALTAZ-aligned background, as weights and matrices.
+
+    Parameters
+    ----------
+    pointing : (RA, Dec) deg
+        Fixed (tracked) pointing position.
+    location : (lon deg, lat deg, height m)
+        Observatory.
+    mjd_start : float
+        Start of the observation, MJD (TT).
+    duration : float
+        Duration, s (the ontime, as gammapy).
+    max_rotation : float
+        Largest rotation of the FoV between time nodes, deg (gammapy's ``fov_rotation_step``).
+
+    Returns
+    -------
+    weights : ndarray (n,)
+        Trapezoid weights of the time nodes, summing to 1.
+    matrices : ndarray (n, 2, 2)
+        FoV-RADEC → FoV-ALTAZ matrices (see :func:`rotate_fov`).
+    """
+    if not duration > 0:
+        raise ValueError(f"duration must be > 0 s, got {duration}")
+    loc = EarthLocation.from_geodetic(location[0] * u.deg, location[1] * u.deg, location[2] * u.m)
+    t0 = np.linspace(0.0, duration, max(3, int(duration // 120) + 2))
+    m0 = _radec_to_altaz_matrices(pointing, loc, mjd_start + t0 / 86400.0)
+    angle = np.degrees(np.unwrap(np.arctan2(m0[:, 1, 0], m0[:, 0, 0])))
+    rate = float(np.max(np.abs(np.diff(angle)) / np.diff(t0)))
+    n = max(2, int(np.ceil(rate * duration / max_rotation)) + 1)
+    t = np.linspace(0.0, duration, n)
+    weights = np.full(n, 1.0 / (n - 1))
+    weights[[0, -1]] *= 0.5
+    return weights, _radec_to_altaz_matrices(pointing, loc, mjd_start + t / 86400.0)
 
 
 class FovFit(NamedTuple):

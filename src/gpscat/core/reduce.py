@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpscat.core.fov import sky_to_fov
+from gpscat.core.fov import rotate_fov, sky_to_fov
 from gpscat.core.geom import MapAxis, WcsGeom, angular_separation, to_frame
 from gpscat.core.irf import Background2D, Background3D, EffectiveArea2D, EnergyDispersion2D
 
@@ -114,20 +114,29 @@ def make_background(
     ontime: float,
     fill_missing: bool = True,
     offsets: np.ndarray | None = None,
+    altaz: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Predicted IRF background counts per (reco energy, pixel), shape (n_energy, ny, nx).
 
     ``BKG_3D`` is evaluated in FoV coordinates of the pixel centres (alignment from the
     IRF), ``BKG_2D`` at their offsets; the rate is integrated exactly over each reco
-    bin (log-log interpolant), times the pixel solid angle and the ontime (s).
+    bin (log-log interpolant), times the pixel solid angle and the ontime (s).  An
+    ALTAZ-aligned table needs ``altaz = (weights, matrices)`` from
+    :func:`gpscat.core.fov.altaz_rotations`: the rate is averaged over those time nodes.
     """
     if not ontime >= 0:
         raise ValueError(f"ontime must be >= 0 s, got {ontime}")
     bkg = _bkg_prepared(bkg, fill_missing)
     if isinstance(bkg, Background3D):
         ra, dec = geom.get_coord(frame="icrs")
-        fov_lon, fov_lat = sky_to_fov(ra, dec, pointing[0], pointing[1], alignment=bkg.fov_alignment)
-        rate = bkg.integrate(energy_axis.edges, fov_lon, fov_lat)
+        if bkg.fov_alignment == "ALTAZ":
+            if altaz is None:
+                raise ValueError("an ALTAZ-aligned BKG_3D needs altaz=(weights, matrices) from gpscat.core.fov.altaz_rotations")
+            fov_lon, fov_lat = sky_to_fov(ra, dec, pointing[0], pointing[1])
+            rate = sum(w * bkg.integrate(energy_axis.edges, *rotate_fov(fov_lon, fov_lat, m)) for w, m in zip(*altaz, strict=True))
+        else:
+            fov_lon, fov_lat = sky_to_fov(ra, dec, pointing[0], pointing[1], alignment=bkg.fov_alignment)
+            rate = bkg.integrate(energy_axis.edges, fov_lon, fov_lat)
     elif isinstance(bkg, Background2D):
         off = pixel_offsets(geom, pointing) if offsets is None else offsets
         rate = bkg.integrate(energy_axis.edges, off)

@@ -122,6 +122,7 @@ class Observation:
     edisp: object | None = None
     bkg: object | None = None
     meta: dict = field(default_factory=dict)
+    location: tuple[float, float, float] | None = None  # observatory lon, lat (deg), height (m)
 
     @property
     def ontime(self) -> float:
@@ -493,8 +494,24 @@ class DataStore:
             livetime=gti.ontime * float(deadc),
             events=ev,
             meta=info,
+            location=_location(obs_id, ev.meta if ev is not None else {}, info, self.obs_table.meta),
             **loaded,
         )
+
+
+def _location(obs_id, *sources: dict) -> tuple[float, float, float] | None:
+    """Observatory (lon deg, lat deg, height m) from GEOLON/GEOLAT/ALTITUDE keywords.
+
+    An ALTITUDE below 100 is taken as km (CTA 1DC writes 2.15 for 2150 m), with a warning.
+    """
+    for src in sources:
+        if all(k in src and src[k] is not None for k in ("GEOLON", "GEOLAT")):
+            height = float(src.get("ALTITUDE", 0.0) or 0.0)
+            if 0 < height < 100:
+                log.warning("obs %s: ALTITUDE = %g read as km", obs_id, height)
+                height *= 1000.0
+            return float(src["GEOLON"]), float(src["GEOLAT"]), height
+    return None
 
 
 def _legacy_hess_events(header: dict) -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 from gpscat.config import Config, quantity
 from gpscat.core import reduce as R
 from gpscat.core.dataset import MapDataset
+from gpscat.core.fov import altaz_rotations
 from gpscat.core.geom import Map, MapAxis, WcsGeom
 from gpscat.io.dataset import write_dataset
 from gpscat.io.dl3 import DataStore, DL3Error, Observation, parse_time
@@ -162,7 +163,12 @@ def reduce_observation(
     ev = obs.events
     counts = R.make_counts(ev.ra, ev.dec, ev.energy, geom, energy_axis)
     exposure = R.make_exposure(obs.aeff, geom, energy_true_axis, pointing=pnt, livetime=obs.livetime, offsets=offsets)
-    background = R.make_background(obs.bkg, geom, energy_axis, pointing=pnt, ontime=obs.ontime, offsets=offsets)
+    altaz = None
+    if getattr(obs.bkg, "fov_alignment", None) == "ALTAZ":
+        if obs.location is None:
+            raise DL3Error(f"{where}: the background IRF is ALTAZ-aligned but the observatory location (GEOLON, GEOLAT) is unknown")
+        altaz = altaz_rotations(pnt, location=obs.location, mjd_start=obs.gti.mjdref + obs.tstart / 86400.0, duration=obs.ontime)
+    background = R.make_background(obs.bkg, geom, energy_axis, pointing=pnt, ontime=obs.ontime, offsets=offsets, altaz=altaz)
 
     spatial = offsets < offset_max if "offset-max" in methods else np.ones(geom.shape, dtype=bool)
     emin, emax = _energy_thresholds(obs, np.where(spatial, background, 0.0), energy_axis, methods, aeff_percent=aeff_percent, bias_percent=bias_percent, safe_offset=safe_offset)
