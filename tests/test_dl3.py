@@ -9,8 +9,9 @@ import pytest
 from _dl3_fake import MJDREF, write_store
 from astropy.io import fits
 
+from gpscat.core.fov import fov_overlaps_geom
 from gpscat.core.geom import WcsGeom
-from gpscat.io.dl3 import DataStore, DL3Error, fov_overlaps_geom, parse_time
+from gpscat.io.dl3 import DataStore, DL3Error, parse_time
 
 OBS = [(1, 266.4, -28.9), (2, 268.0, -29.5), (3, 83.6, 22.0)]
 
@@ -144,3 +145,10 @@ def test_legacy_hess_background_alignment(store_dir):
     assert ds.load(1).bkg.fov_alignment == "REVERSE_LON_RADEC"
     assert ds.load(1, events=False).bkg.fov_alignment == "REVERSE_LON_RADEC"
     assert ds.load(2).bkg.fov_alignment == "RADEC"
+
+
+def test_corrupt_irf_file(store_dir):
+    ds = DataStore.from_dir(store_dir)
+    ds.location(1, "aeff").path.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
+    with pytest.raises(DL3Error, match=r"obs 1: cannot read aeff IRF file .*irf.fits \(HDU 'EFFECTIVE AREA'\)"):
+        ds.load(1)

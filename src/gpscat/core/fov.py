@@ -34,7 +34,18 @@ from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 from scipy.optimize import minimize_scalar
 
-__all__ = ["FOV_ALIGNMENTS", "FovFit", "altaz_rotations", "fov_normalise", "fov_to_sky", "rotate_fov", "sky_to_fov"]
+from gpscat.core.geom import WcsGeom, angular_separation, to_frame
+
+__all__ = [
+    "FOV_ALIGNMENTS",
+    "FovFit",
+    "altaz_rotations",
+    "fov_normalise",
+    "fov_overlaps_geom",
+    "fov_to_sky",
+    "rotate_fov",
+    "sky_to_fov",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +171,35 @@ def altaz_rotations(
     weights = np.full(n, 1.0 / (n - 1))
     weights[[0, -1]] *= 0.5
     return weights, _radec_to_altaz_matrices(pointing, loc, mjd_start + t / 86400.0)
+
+
+def fov_overlaps_geom(geom: WcsGeom, ra, dec, offset_max: float) -> np.ndarray:
+    """True for pointings (RA, Dec deg) whose FoV disc of radius ``offset_max`` meets the map.
+
+    A pointing inside the map overlaps; otherwise its distance to the map outline
+    (sampled finer than a tenth of ``offset_max``) must be below ``offset_max``.
+    """
+    ra = np.atleast_1d(np.asarray(ra, float))
+    dec = np.atleast_1d(np.asarray(dec, float))
+    lon, lat = to_frame(ra, dec, "icrs", geom.frame)
+    x, y = geom.coord_to_pix(lon, lat)
+    nx, ny = geom.npix
+    inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+    step = max(1.0, 0.1 * offset_max / geom.binsz)
+    xs = np.append(np.arange(-0.5, nx - 0.5, step), nx - 0.5)
+    ys = np.append(np.arange(-0.5, ny - 0.5, step), ny - 0.5)
+    bx = np.concatenate([xs, xs, np.full(ys.size, -0.5), np.full(ys.size, nx - 0.5)])
+    by = np.concatenate([np.full(xs.size, -0.5), np.full(xs.size, ny - 0.5), ys, ys])
+    blon, blat = geom.pix_to_coord(bx, by)
+    ok = np.isfinite(blon) & np.isfinite(blat)
+    blon, blat = blon[ok], blat[ok]
+    out = inside.copy()
+    todo = np.flatnonzero(~inside)
+    for start in range(0, todo.size, 256):
+        i = todo[start : start + 256]
+        d = angular_separation(lon[i, None], lat[i, None], blon[None, :], blat[None, :])
+        out[i] = d.min(axis=1) < offset_max
+    return out
 
 
 class FovFit(NamedTuple):

@@ -29,6 +29,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time
 
+from gpscat.core.fov import fov_overlaps_geom
 from gpscat.core.geom import WcsGeom, angular_separation, to_frame
 from gpscat.core.irf import Background3D
 from gpscat.io.irf import IRFError, irf_from_hdu
@@ -41,7 +42,6 @@ __all__ = [
     "HduLocation",
     "Observation",
     "clear_irf_cache",
-    "fov_overlaps_geom",
     "parse_time",
 ]
 
@@ -210,35 +210,6 @@ _IRF_CACHE_SIZE = 32
 def clear_irf_cache() -> None:
     """Forget the IRFs read so far (they are cached by file, HDU and modification time)."""
     _IRF_CACHE.clear()
-
-
-def fov_overlaps_geom(geom: WcsGeom, ra, dec, offset_max: float) -> np.ndarray:
-    """True for pointings (RA, Dec deg) whose FoV disc of radius ``offset_max`` meets the map.
-
-    A pointing inside the map overlaps; otherwise its distance to the map outline
-    (sampled finer than a tenth of ``offset_max``) must be below ``offset_max``.
-    """
-    ra = np.atleast_1d(np.asarray(ra, float))
-    dec = np.atleast_1d(np.asarray(dec, float))
-    lon, lat = to_frame(ra, dec, "icrs", geom.frame)
-    x, y = geom.coord_to_pix(lon, lat)
-    nx, ny = geom.npix
-    inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
-    step = max(1.0, 0.1 * offset_max / geom.binsz)
-    xs = np.append(np.arange(-0.5, nx - 0.5, step), nx - 0.5)
-    ys = np.append(np.arange(-0.5, ny - 0.5, step), ny - 0.5)
-    bx = np.concatenate([xs, xs, np.full(ys.size, -0.5), np.full(ys.size, nx - 0.5)])
-    by = np.concatenate([np.full(xs.size, -0.5), np.full(xs.size, ny - 0.5), ys, ys])
-    blon, blat = geom.pix_to_coord(bx, by)
-    ok = np.isfinite(blon) & np.isfinite(blat)
-    blon, blat = blon[ok], blat[ok]
-    out = inside.copy()
-    todo = np.flatnonzero(~inside)
-    for start in range(0, todo.size, 256):
-        i = todo[start : start + 256]
-        d = angular_separation(lon[i, None], lat[i, None], blon[None, :], blat[None, :])
-        out[i] = d.min(axis=1) < offset_max
-    return out
 
 
 class DataStore:
