@@ -147,6 +147,8 @@ def test_legacy_hess_background_alignment(store_dir):
     assert ds.load(2).bkg.fov_alignment == "RADEC"
 
 
+@pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
 def test_corrupt_irf_file(store_dir):
     ds = DataStore.from_dir(store_dir)
     ds.location(1, "aeff").path.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
