@@ -19,8 +19,12 @@ from gpscat.core.significance import cash_maps, flux_maps, reco_exposure
 from gpscat.io.dataset import write_dataset
 from gpscat.io.maps import read_map
 from gpscat.io.seeds import SEED_COLUMNS, read_seeds
+from gpscat.stages import background as background_stage
 from gpscat.stages import detect as detect_stage
+from gpscat.stages import exclusion as exclusion_stage
+from gpscat.stages import reduce as reduce_stage
 from gpscat.stages import significance as significance_stage
+from gpscat.stages import stack as stack_stage
 
 RADII = (0.1, 0.2, 0.4)
 
@@ -235,3 +239,56 @@ def test_params_from_config_units_and_errors():
         detect_stage.params_from_config(load_config(overrides={"detect": {"merge_distance": "1 TeV"}}))
     with pytest.raises(ValueError, match="detect"):
         load_config(overrides={"detect": {"no_such_key": 1}})
+
+
+# ------------------------------------------------------------------------ real data
+
+
+def _pipeline(cfg, name: str, folder):
+    """reduce → stack → exclusion → background → significance → detect, as the workflow runs them."""
+    store = reduce_stage.open_store(cfg)
+    paths = []
+    for obs_id in reduce_stage.select_observations(cfg, store):
+        paths.append(folder / f"obs_{obs_id}.fits")
+        reduce_stage.run(cfg, dataset=name, obs_id=obs_id, output=paths[-1], store=store)
+    stack_stage.run(cfg, dataset=name, inputs=paths, output=folder / "stacked.fits")
+    exclusion_stage.run(cfg, dataset=name, stacked=folder / "stacked.fits", output=folder / "exclusion.fits")
+    background_stage.run(cfg, dataset=name, stacked=folder / "stacked.fits", observations=paths, exclusion=folder / "exclusion.fits",
+                         output=folder / "dataset.fits", norms=folder / "norms.fits")
+    written = significance_stage.run(cfg, dataset=name, input=folder / "dataset.fits", output_dir=folder)
+    sig = [p for p in written if p.name.startswith("significance_") and p.suffix == ".fits"]
+    return detect_stage.run(cfg, significance_files=sig, datasets=[folder / "dataset.fits"], **_outputs(folder))
+
+
+@pytest.mark.realdata
+def test_cta1dc_galactic_centre_seed(shared_data, tmp_path):
+    cfg = load_config(overrides={
+        "data": {"store": str(shared_data / "cta-1dc/index/gps"), "selection": {"obs_ids": [110380, 111140, 111159]}},
+        "survey": {"frame": "galactic", "center": ["0 deg", "0 deg"], "width": ["6 deg", "4 deg"]},
+        "datasets": [{"name": "gc", "binsz": "0.02 deg", "energy": {"min": "0.1 TeV", "max": "10 TeV", "nbins": 1},
+                      "energy_true": {"min": "0.5 TeV", "max": "20 TeV", "nbins": 16}, "offset_max": "2.5 deg"}],
+        "significance": {"correlation_radii": ["0.1 deg", "0.2 deg"], "quicklook": False},
+    })
+    t = _pipeline(cfg, "gc", tmp_path)
+    d = angular_separation(np.asarray(t["GLON"]), np.asarray(t["GLAT"]), 359.944, -0.046)
+    assert d.min() < 0.03, f"nearest seed to Sgr A* at {d.min():.3f} deg"
+    assert t["Sqrt_TS"][np.argmin(d)] > 20
+
+
+@pytest.mark.realdata
+def test_hess_dr1_msh1552_one_seed(shared_data, tmp_path):
+    pos = {"frame": "icrs", "lon": "228.32 deg", "lat": "-59.08 deg"}
+    cfg = load_config(overrides={
+        "data": {"store": str(shared_data / "hess-dl3-dr1"), "selection": {"cone": {**pos, "radius": "2.5 deg"}}},
+        "survey": {"frame": "galactic", "center": ["320.315 deg", "-1.188 deg"], "width": ["3 deg", "3 deg"]},
+        "datasets": [{"name": "msh", "binsz": "0.02 deg", "offset_max": "2.5 deg", "cutout_width": "5 deg",
+                      "energy": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+                      "energy_true": {"min": "0.5 TeV", "max": "10 TeV", "nbins": 10},
+                      "safe_mask": {"methods": ["aeff-default"]}}],
+        "significance": {"correlation_radii": ["0.1 deg", "0.2 deg"], "quicklook": False},
+    })
+    t = _pipeline(cfg, "msh", tmp_path)
+    d = angular_separation(np.asarray(t["GLON"]), np.asarray(t["GLAT"]), 320.315, -1.188)
+    assert np.sum(d < 0.05) == 1, f"seeds: {t['GLON', 'GLAT', 'Sqrt_TS']}"
+    # nothing else above threshold in the 3 x 3 deg field
+    assert len(t) == 1 and t["Sqrt_TS"][0] > 5

@@ -227,11 +227,16 @@ def detect_seeds(
     t["Radius_Best"][:] = np.asarray(radii)[r_best]
     t["N_Peaks"][:] = np.concatenate([n_peaks[keep], [s["n_peaks"] for s in shells]]).astype(int)
 
-    # 4. sizes: moments for peaks, fitted radii for shells; peak seeds move to their
-    # excess centroid (several times more precise than the peak of a correlated map)
+    # 4. sizes: moments for peaks, fitted radii for shells.  An extended seed (most
+    # significant above the smallest radius) moves to its excess centroid, several times
+    # more precise than the flat top of a correlated peak; a compact one keeps its peak,
+    # which a pedestal of diffuse emission cannot pull; a centroid farther than half the
+    # best radius from the peak measured a blend or the pedestal, and is not used.
     clon, clat = _peak_sizes(t, maps, params, psf, all_lon, all_lat, frame, npk)
     shift = angular_separation(clon, clat, all_lon[:npk], all_lat[:npk])
-    move = np.isfinite(shift) & (shift < np.maximum(params.merge_distance, np.asarray(t["Radius_Best"][:npk])))
+    rb = np.asarray(t["Radius_Best"][:npk])
+    finest = np.array([min(m.radius for m in maps if m.dataset == d) for d in t["Dataset_Best"][:npk]])
+    move = np.isfinite(shift) & (rb > finest + 1e-6) & (shift <= 0.5 * rb)
     all_lon[:npk][move], all_lat[:npk][move] = clon[move], clat[move]
 
     by_cell = {cell[(m.dataset, round(m.radius, 6))]: m for m in maps}
@@ -379,10 +384,28 @@ def _peak_sizes(t, maps, params, psf, lon, lat, frame, npk) -> tuple[np.ndarray,
     psf_best = np.array([psf[d] for d in t["Dataset_Best"][:npk]])
     s_rad = np.sqrt(np.clip((rb / _TOPHAT_PER_SIGMA) ** 2 - psf_best**2, 0.0, None))
     t["Size_Radius"][:npk] = s_rad
+    # the significance-vs-radius curve brackets the size: the optimal top-hat radius
+    # (1.585 sigma) lies between the geometric means of the best radius and its
+    # neighbours.  This keeps a pedestal (diffuse emission, a neighbour in the basin)
+    # from inflating the moments of a compact seed.
+    lo, hi = _size_bounds(t, maps, rb, psf_best)
     sm = np.asarray(t["Size_Moments"][:npk])
-    t["Size"][:npk] = np.where(np.isfinite(sm), sm, s_rad)
+    t["Size"][:npk] = np.where(np.isfinite(sm), np.clip(sm, lo, hi), s_rad)
     t["Extent"][:npk] = np.maximum(params.extent_factor * np.asarray(t["Size"][:npk]), rb)
     return clon, clat
+
+
+def _size_bounds(t, maps, rb, psf_best) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper size (deg) allowed by the radii around each seed's best radius."""
+    lo, hi = np.zeros(rb.size), np.full(rb.size, np.inf)
+    for i, d in enumerate(t["Dataset_Best"][: rb.size]):
+        radii = np.array(sorted(m.radius for m in maps if m.dataset == d))
+        below, above = radii[radii < rb[i] - 1e-6], radii[radii > rb[i] + 1e-6]
+        if below.size:
+            lo[i] = np.sqrt(max(below[-1] * rb[i] / _TOPHAT_PER_SIGMA**2 - psf_best[i] ** 2, 0.0))
+        if above.size:
+            hi[i] = np.sqrt(max(above[0] * rb[i] / _TOPHAT_PER_SIGMA**2 - psf_best[i] ** 2, 0.0))
+    return lo, hi
 
 
 def _spectral_columns(t, maps, bands, params, energy_ranges, lon, lat, frame) -> None:
