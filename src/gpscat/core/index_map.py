@@ -159,33 +159,37 @@ def fit_power_law(
     n, b, x = np.where(use, n, 0.0), np.where(use, b, 0.0), np.where(use, x, 0.0)
     shape = n.shape[1:]
 
-    gamma = np.full(shape, float(index_init))
+    n, b, x = (a.reshape(a.shape[0], -1) for a in (n, b, x))  # (K, P)
+    gamma = np.full(n.shape[1], float(index_init))
     i0, _, _ = band_integrals(gamma, e_lo, e_hi, e_ref=e_ref)
-    resp0 = _CM2_PER_M2 * x * i0
+    resp0 = (_CM2_PER_M2 * x * i0).sum(0)
     excess = np.sum(n - b, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        norm = np.where(resp0.sum(0) > 0, np.clip(excess, _TINY, None) / resp0.sum(0), 0.0)
+        norm = np.where(resp0 > 0, np.clip(excess, _TINY, None) / resp0, 0.0)
     norm = np.maximum(norm, _TINY)
-    step = np.full(shape, np.inf)
-    for _ in range(int(n_iter)):  # iterations over the whole image at once
-        s, s1, _ = band_integrals(gamma, e_lo, e_hi, e_ref=e_ref)
-        s, s1 = _CM2_PER_M2 * x * s, _CM2_PER_M2 * x * s1
-        lam = np.maximum(b + norm * s, _TINY)
-        r = n / lam - 1.0
-        g_n, g_g = np.sum(r * s, 0), np.sum(r * norm * s1, 0)
-        f_nn = np.sum(s * s / lam, 0)
-        f_ng = np.sum(s * norm * s1 / lam, 0)
-        f_gg = np.sum((norm * s1) ** 2 / lam, 0)
+    step = np.full(gamma.size, np.inf)
+    act = np.arange(gamma.size)  # pixels still iterating: most converge in a few steps
+    for _ in range(int(n_iter)):
+        na, ba, xa, ga, nrm = n[:, act], b[:, act], x[:, act], gamma[act], norm[act]
+        sa, s1a, _ = band_integrals(ga, e_lo, e_hi, e_ref=e_ref)
+        sa, s1a = _CM2_PER_M2 * xa * sa, _CM2_PER_M2 * xa * s1a
+        lam = np.maximum(ba + nrm * sa, _TINY)
+        r = na / lam - 1.0
+        g_n, g_g = np.sum(r * sa, 0), np.sum(r * nrm * s1a, 0)
+        f_nn = np.sum(sa * sa / lam, 0)
+        f_ng = np.sum(sa * nrm * s1a / lam, 0)
+        f_gg = np.sum((nrm * s1a) ** 2 / lam, 0)
         det = f_nn * f_gg - f_ng**2
         ok = det > _TINY * np.maximum(f_nn * f_gg, _TINY)
         with np.errstate(divide="ignore", invalid="ignore"):
             d_n = np.where(ok, (f_gg * g_n - f_ng * g_g) / det, 0.0)
             d_g = np.where(ok, (f_nn * g_g - f_ng * g_n) / det, 0.0)
         d_g = np.clip(d_g, -0.5, 0.5)
-        norm = np.maximum(norm + d_n, 0.1 * norm)  # stay positive, at most a factor 10 down
-        gamma = np.clip(gamma + d_g, lo_b, hi_b)
-        step = np.abs(d_g)
-        if np.all(step < tol):
+        norm[act] = np.maximum(nrm + d_n, 0.1 * nrm)  # stay positive, at most a factor 10 down
+        gamma[act] = np.clip(ga + d_g, lo_b, hi_b)
+        step[act] = np.abs(gamma[act] - ga)  # a pixel held at a bound stops iterating
+        act = act[step[act] >= tol]
+        if act.size == 0:
             break
 
     s, s1, _ = band_integrals(gamma, e_lo, e_hi, e_ref=e_ref)
@@ -197,12 +201,15 @@ def fit_power_law(
     det = f_nn * f_gg - f_ng**2
     ts = 2.0 * np.sum(_xlogy(n, lam) - lam - (_xlogy(n, np.maximum(b, _TINY)) - b), 0)
     ts = np.clip(np.where(np.isfinite(ts), ts, 0.0), 0.0, None)
-    fitted = (excess > 0) & (ts >= min_ts) & (det > 0) & (np.sum(use, 0) >= 2)
+    fitted = (excess > 0) & (ts >= min_ts) & (det > 0) & (np.sum(use, 0).reshape(-1) >= 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         index_err = np.sqrt(f_nn / det)
         norm_err = np.sqrt(f_gg / det)
     nan = np.where(fitted, 1.0, np.nan)
     converged = fitted & (step < tol) & (gamma > lo_b) & (gamma < hi_b)
+    gamma, index_err, norm, norm_err, ts, converged, nan = (
+        a.reshape(shape) for a in (gamma, index_err, norm, norm_err, ts, converged, nan)
+    )
     log.debug("index fit: %d of %d positions fitted, %d converged", int(fitted.sum()), fitted.size, int(converged.sum()))
     return IndexFit(
         index=gamma * nan,

@@ -24,6 +24,7 @@ significance map in pixel units:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -247,9 +248,16 @@ def _radial_profile(image, usable, cx, cy, nbin):
         return num / cnt, cnt
 
 
-def _sphere_profiles(rho: np.ndarray, nbin: int, kernel_radius: float, psf_sigma: float) -> np.ndarray:
-    """Radial profiles (1-pixel bins) of projected uniform spheres of radii ``rho`` (pixels),
-    correlated with the top-hat and the Gaussian PSF; unit emissivity."""
+@functools.lru_cache(maxsize=8)
+def _sphere_profiles(rho_max: float, nbin: int, kernel_radius: float, psf_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Radial profiles (1-pixel bins) of projected uniform spheres, correlated with the
+    top-hat and the Gaussian PSF (unit emissivity), for radii ``rho`` on a half-pixel
+    grid from 1 to ``rho_max`` pixels.  Returns ``(rho, profiles)``, read-only.
+
+    They depend on the kernel only, not on the data: cached (a handful of maps per run
+    share them), keyed by plain numbers.
+    """
+    rho = np.arange(1.0, rho_max + 0.25, 0.5)
     pad = int(np.ceil(kernel_radius + 3 * psf_sigma)) + 1
     half = nbin + pad
     ov = 3  # sub-pixel sampling of the sphere edges
@@ -258,8 +266,9 @@ def _sphere_profiles(rho: np.ndarray, nbin: int, kernel_radius: float, psf_sigma
     dd = (d[:, None] + s[None, :]).ravel()
     r2 = dd[:, None] ** 2 + dd[None, :] ** 2  # oversampled grid
     n = d.size
-    img = np.sqrt(np.clip(rho[:, None, None] ** 2 - r2[None], 0.0, None))
-    img = img.reshape(rho.size, n, ov, n, ov).mean(axis=(2, 4))
+    img = np.empty((rho.size, n, n))
+    for k, rk in enumerate(rho):  # ~100 radii; one oversampled image at a time
+        img[k] = np.sqrt(np.clip(rk**2 - r2, 0.0, None)).reshape(n, ov, n, ov).mean(axis=(1, 3))
     if kernel_radius > 0:
         img = correlate(img, disk_kernel(kernel_radius))
     if psf_sigma > 0:
@@ -268,8 +277,10 @@ def _sphere_profiles(rho: np.ndarray, nbin: int, kernel_radius: float, psf_sigma
     good = rbin < nbin
     cnt = np.bincount(rbin[good], minlength=nbin)
     flat = img.reshape(rho.size, -1)[:, good]
-    prof = np.stack([np.bincount(rbin[good], weights=f, minlength=nbin) for f in flat])
-    return prof / np.maximum(cnt, 1)
+    prof = np.stack([np.bincount(rbin[good], weights=f, minlength=nbin) for f in flat]) / np.maximum(cnt, 1)
+    rho.setflags(write=False)
+    prof.setflags(write=False)
+    return rho, prof
 
 
 def fit_shell_profile(
@@ -290,19 +301,21 @@ def fit_shell_profile(
     radius ``R`` and width ``w`` (the difference of two projected spheres, the model of
     gammapy's ``ShellSpatialModel``) correlated with the top-hat of ``kernel_radius`` and
     a Gaussian of ``psf_sigma`` pixels.  ``R`` and ``R + w`` run over a half-pixel grid
-    from ``r_guess / 2`` to ``1.6 r_max``, with ``w <= R``.
+    from ``r_guess / 2`` to ``1.6 r_max``, with ``w <= R``; the profile is fitted out to
+    ``1.5 r_guess`` plus the kernel.
     """
     excess = np.asarray(excess, dtype=float)
     usable = np.isfinite(excess) if mask is None else np.asarray(mask, bool) & np.isfinite(excess)
     if not (np.isfinite(r_guess) and 0 < r_guess <= r_max):
         raise ValueError(f"need 0 < r_guess <= r_max, got r_guess={r_guess}, r_max={r_max}")
+    nbin = int(np.ceil(1.6 * r_max)) + 1
+    rho, prof = _sphere_profiles(round(1.6 * r_max, 3), nbin, round(kernel_radius, 3), round(psf_sigma, 3))
     window = int(np.ceil(min(1.6 * r_max, 1.5 * r_guess + kernel_radius + 2 * psf_sigma))) + 1
     data, cnt = _radial_profile(excess, usable, int(round(x)), int(round(y)), window)
     ok = cnt > 0
-    rho = np.arange(max(1.0, 0.5 * r_guess), 1.6 * r_max + 0.5, 0.5)
-    prof = _sphere_profiles(rho, window, kernel_radius, psf_sigma)[:, ok]
+    prof = prof[:, :window][:, ok]
     i, j = np.triu_indices(rho.size, k=1)
-    keep = (rho[j] - rho[i]) <= rho[i]
+    keep = ((rho[j] - rho[i]) <= rho[i]) & (rho[i] >= 0.5 * r_guess)
     i, j = i[keep], j[keep]
     model = prof[j] - prof[i]
     c, dat = cnt[ok], data[ok]
