@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +293,9 @@ def test_hess_dr1_msh1552_one_seed(shared_data, tmp_path):
     assert np.sum(d < 0.05) == 1, f"seeds: {t['GLON', 'GLAT', 'Sqrt_TS']}"
     # nothing else above threshold in the 3 x 3 deg field
     assert len(t) == 1 and t["Sqrt_TS"][0] > 5
+
+
+def test_docs_list_every_seed_column():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "seeds.md").read_text(encoding="utf-8")
+    missing = [c for c in SEED_COLUMNS if f"| `{c}` |" not in text]
+    assert not missing, f"docs/seeds.md lacks columns {missing}"
