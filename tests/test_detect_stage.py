@@ -299,3 +299,21 @@ def test_docs_list_every_seed_column():
     text = (Path(__file__).resolve().parents[1] / "docs" / "seeds.md").read_text(encoding="utf-8")
     missing = [c for c in SEED_COLUMNS if f"| `{c}` |" not in text]
     assert not missing, f"docs/seeds.md lacks columns {missing}"
+
+
+def test_elongation_and_angle_convention():
+    """An elongated Gaussian along (+l, +b): position angle 45 deg from +b towards +l."""
+    geom = WcsGeom.create((0.0, 0.0), (2.0, 2.0), 0.02)
+    lon, lat = geom.get_coord()
+    lon = np.where(lon > 180, lon - 360, lon)
+    u, v = (lon + lat) / np.sqrt(2), (lat - lon) / np.sqrt(2)
+    excess = 50.0 * np.exp(-0.5 * ((u / 0.2) ** 2 + (v / 0.08) ** 2))
+    sig = excess / 2.0
+    maps = [SignificanceMaps("all", 0.1, geom, sig, excess, np.ones(geom.shape), excess + 1), SignificanceMaps("all", 0.2, geom, sig, excess, np.ones(geom.shape), excess + 1)]
+    t = detect_seeds(maps, DetectParams(psf_sigma=0.0, min_separation=0.1), psf_sigma={"all": 0.0})
+    assert len(t) == 1
+    assert t["Angle"][0] == pytest.approx(45.0, abs=2.0)
+    # moments of the (here uncorrelated) excess, deconvolved by the r = 0.1 top-hat
+    expected = np.sqrt(np.sqrt(0.2**2 - 0.05**2) * np.sqrt(0.08**2 - 0.05**2))
+    assert t["Size_Moments"][0] == pytest.approx(expected, rel=0.1)
+    assert t["Elongation"][0] > 0.5

@@ -45,7 +45,7 @@ SEED_COLUMNS: dict[str, tuple[str, str, str]] = {
     "Size_Radius": ("f8", "deg", "sigma from the best correlation radius (r_best / 1.585, PSF deconvolved)"),
     "Extent": ("f8", "deg", "radius used for nesting and regions: extent_factor x Size (>= Radius_Best); shells: outer radius"),
     "Elongation": ("f8", "", "1 - sigma_minor / sigma_major (deconvolved)"),
-    "Angle": ("f8", "deg", "position angle of the major axis, from +GLAT towards +GLON, in [0, 180)"),
+    "Angle": ("f8", "deg", "position angle of the major axis in the maps' frame (header FRAME), from +lat towards +lon, in [0, 180)"),
     "Shell_Radius": ("f8", "deg", "shells: fitted inner radius (gammapy ShellSpatialModel radius)"),
     "Shell_Width": ("f8", "deg", "shells: fitted width (outer - inner radius)"),
     "Hough_Score": ("f8", "", "shells: fraction of the circle covered by emission contours"),
