@@ -29,8 +29,8 @@ from scipy import ndimage
 
 from gpscat.core.convolve import disk_kernel
 from gpscat.core.geom import WcsGeom
-from gpscat.core.index_map import band_integrals, fit_power_law
-from gpscat.core.seeds import BandMaps, DetectParams, SignificanceMaps, detect_seeds
+from gpscat.core.index_map import BandMaps, band_integrals, fit_power_law
+from gpscat.core.seeds import DetectParams, SignificanceMaps, detect_seeds
 from gpscat.core.shells import _sphere_profiles
 from gpscat.core.significance import cash_maps
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
-from gpscat.core.index_map import band_integrals, fit_power_law
+from gpscat.core.geom import WcsGeom
+from gpscat.core.index_map import BandMaps, band_integrals, fit_power_law, index_maps
 
 E_LO = np.array([0.5, 1.0, 3.0, 10.0])
 E_HI = np.array([1.0, 3.0, 10.0, 50.0])
@@ -83,3 +86,30 @@ def test_fit_power_law_errors():
         fit_power_law(z[:1], z[:1], z[:1], E_LO[:1], E_HI[:1])
     with pytest.raises(ValueError, match="index_init"):
         fit_power_law(z, z, z, E_LO, E_HI, index_init=9.0)
+
+
+def _band_maps(name, binsz, lo, hi, index, rng, radius=0.2):
+    geom = WcsGeom.create((0.0, 0.0), (1.0, 0.6), binsz)
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    x = np.full((lo.size, *geom.shape), 1e7)
+    b = np.full(x.shape, 50.0)
+    mu = b + 1e4 * x * 1e-9 * band_integrals(np.array(index), lo, hi)[0][:, None, None]
+    return BandMaps(name, radius, geom, rng.poisson(mu).astype(float), b, x, lo, hi)
+
+
+def test_index_maps_joins_datasets_on_the_finest_grid(caplog):
+    rng = np.random.default_rng(9)
+    sub = _band_maps("sub", 0.04, [0.1, 0.3], [0.3, 1.0], 2.5, rng)
+    post = _band_maps("post", 0.02, [1.0, 10.0], [10.0, 100.0], 2.5, rng)
+    other_radius = _band_maps("post", 0.02, [1.0, 10.0], [10.0, 100.0], 1.0, rng, radius=0.4)
+    maps = index_maps([sub, post, other_radius], radius=0.2)
+    assert maps["INDEX"].geom == post.geom
+    assert set(maps) == {"INDEX", "INDEX_ERR", "NORM", "NORM_ERR", "TS"}
+    pull = (maps["INDEX"].data - 2.5) / maps["INDEX_ERR"].data
+    assert abs(np.nanmean(pull)) < 0.2 and np.nanstd(pull) == pytest.approx(1.0, abs=0.15)
+    # a dataset overlapping another in energy is left out, with a warning
+    overlap = _band_maps("again", 0.02, [0.5, 3.0], [3.0, 30.0], 2.5, rng)
+    with caplog.at_level(logging.WARNING):
+        index_maps([sub, overlap], radius=0.2)
+    assert any("overlap" in r.getMessage() for r in caplog.records)
+    assert index_maps([], radius=0.2) is None

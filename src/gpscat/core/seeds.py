@@ -19,17 +19,15 @@ from astropy.table import Table
 from gpscat.core.detect import find_peaks, merge_peaks, nesting, seed_moments, untruncated_sigma
 from gpscat.core.exclusion import circles_excluded, exclusion_mask, hysteresis_excluded
 from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
-from gpscat.core.index_map import fit_power_law
+from gpscat.core.index_map import BandMaps, fit_power_law
 from gpscat.core.shells import absorb_fragments, find_shells
 from gpscat.io.seeds import empty_seed_table
 
 __all__ = [
-    "BandMaps",
     "DetectParams",
     "SignificanceMaps",
     "detect_seeds",
     "detection_exclusion",
-    "index_maps",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,20 +91,6 @@ class SignificanceMaps:
         if self.background is not None:
             m &= np.nan_to_num(self.background) > 0
         return m
-
-
-@dataclass
-class BandMaps:
-    """Correlated band maps ``(K, ny, nx)`` of one ``bands_r<r>.fits`` file."""
-
-    dataset: str
-    radius: float  # deg
-    geom: WcsGeom
-    counts: np.ndarray
-    background: np.ndarray
-    exposure: np.ndarray
-    e_lo: np.ndarray  # TeV
-    e_hi: np.ndarray
 
 
 def _nearest(items, radius: float):
@@ -470,53 +454,6 @@ def _sample_bands(bands, rb, lon, lat, frame):
         return None, None, None, None, None
     a = np.concatenate(parts, axis=1)
     return a[0], a[1], a[2], np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
-
-
-def index_maps(bands: Sequence[BandMaps], params: DetectParams) -> dict[str, Map] | None:
-    """Per-pixel power-law index maps from the band maps nearest ``params.index_radius``.
-
-    The grid is that of the finest dataset; other datasets' bands (disjoint in energy) are
-    interpolated onto it (bilinear: correlated maps are smooth).  Returns the maps
-    ``INDEX``, ``INDEX_ERR``, ``NORM``, ``NORM_ERR`` (cm⁻² s⁻¹ TeV⁻¹ at ``params.e_ref``,
-    within the correlation disk) and ``TS``, or ``None`` without band maps.
-    """
-    if not bands:
-        return None
-    per = {}
-    for bm in bands:
-        per.setdefault(bm.dataset, []).append(bm)
-    chosen = sorted((_nearest(v, params.index_radius) for v in per.values()), key=lambda bm: bm.e_lo.min())
-    ref = min(chosen, key=lambda bm: bm.geom.binsz)
-    glon, glat = ref.geom.get_coord()
-    stacks, lo, hi = [], [], []
-    for bm in chosen:
-        if lo and bm.e_lo.min() < max(h.max() for h in hi) * (1 - 1e-6):
-            log.warning("index map: bands of %s overlap in energy with another dataset: not used", bm.dataset)
-            continue
-        if bm.geom == ref.geom:
-            arr = np.stack([bm.counts, bm.background, bm.exposure])
-        else:
-            arr = np.stack([
-                np.stack([Map(bm.geom, a[k]).interp_image(glon, glat, ref.geom.frame) for k in range(a.shape[0])])
-                for a in (bm.counts, bm.background, bm.exposure)
-            ])
-        stacks.append(arr)
-        lo.append(bm.e_lo), hi.append(bm.e_hi)
-    a = np.concatenate(stacks, axis=1)
-    if a.shape[1] < 2:
-        log.warning("index map: fewer than 2 energy bands, no index")
-        return None
-    fit = fit_power_law(a[0], a[1], a[2], np.concatenate(lo), np.concatenate(hi), e_ref=params.e_ref,
-                        index_init=params.index_init, min_ts=params.index_min_ts)
-    meta = {"E_REF": params.e_ref, "RADIUS": ref.radius}
-    log.info("index map: %d bands, %d pixels fitted", a.shape[1], int(np.isfinite(fit.index).sum()))
-    return {
-        "INDEX": Map(ref.geom, fit.index, meta=meta),
-        "INDEX_ERR": Map(ref.geom, fit.index_err, meta=meta),
-        "NORM": Map(ref.geom, fit.norm, unit="cm-2 s-1 TeV-1", meta=meta),
-        "NORM_ERR": Map(ref.geom, fit.norm_err, unit="cm-2 s-1 TeV-1", meta=meta),
-        "TS": Map(ref.geom, fit.ts, meta=meta),
-    }
 
 
 def detection_exclusion(maps: Sequence[SignificanceMaps], seeds: Table, params: DetectParams) -> dict[str, Map]:

@@ -33,14 +33,8 @@ from matplotlib.figure import Figure
 from gpscat.config import Config, quantity
 from gpscat.core.dataset import MapDataset
 from gpscat.core.geom import Map
-from gpscat.core.seeds import (
-    BandMaps,
-    DetectParams,
-    SignificanceMaps,
-    detect_seeds,
-    detection_exclusion,
-    index_maps,
-)
+from gpscat.core.index_map import BandMaps, index_maps
+from gpscat.core.seeds import DetectParams, SignificanceMaps, detect_seeds, detection_exclusion
 from gpscat.io.atomic import atomic_path
 from gpscat.io.dataset import read_dataset
 from gpscat.io.maps import map_from_hdulist, write_maps
@@ -238,7 +232,9 @@ def run(
     write_seed_regions(regions, table)
     log.info("wrote %d seeds to %s and %s", len(table), seeds, regions)
 
-    idx = index_maps(bands, params) if d["index_map"]["enabled"] else None
+    idx = None
+    if d["index_map"]["enabled"]:
+        idx = index_maps(bands, radius=params.index_radius, e_ref=params.e_ref, index_init=params.index_init, min_ts=params.index_min_ts)
     if idx is None:
         log.warning("no index map: no band maps (set significance.energy_bands) or index_map disabled; writing NaN")
         ref = min(maps, key=lambda m: (m.geom.binsz, abs(m.radius - params.index_radius)))
