@@ -148,20 +148,37 @@ def hough_candidates(
         return _empty_rings()
     # a one-pixel dilation makes the coverage of a true circle ~1 despite discretisation
     thick = ndimage.binary_dilation(edges, structure=np.ones((3, 3), bool))
-    acc = hough_circle(thick, radii, normalize=True)
-    score, cx, cy, rad = hough_circle_peaks(
-        acc,
-        radii,
-        min_xdistance=int(min_distance),
-        min_ydistance=int(min_distance),
-        threshold=min_score,
-        total_num_peaks=int(max_candidates),
-    )
-    score = np.minimum(np.asarray(score, dtype=float), 1.0)
+    rows = []
+    for iy, ix in _tiles(thick, 2 * int(radii.max()) + 1):
+        # the accumulator is (n_radii, ny, nx) floats: only the tiles around the edges
+        acc = hough_circle(thick[iy, ix], radii, normalize=True)
+        score, cx, cy, rad = hough_circle_peaks(
+            acc,
+            radii,
+            min_xdistance=int(min_distance),
+            min_ydistance=int(min_distance),
+            threshold=min_score,
+            total_num_peaks=int(max_candidates),
+        )
+        rows += list(zip(score, np.asarray(cx) + ix.start, np.asarray(cy) + iy.start, rad, strict=True))
+    rows.sort(key=lambda r: -r[0])
+    score, cx, cy, rad = (np.array([r[k] for r in rows[: int(max_candidates)]], dtype=float) for k in range(4))
     nan = np.full(score.size, np.nan)
-    return Rings(
-        np.asarray(cx, float), np.asarray(cy, float), np.asarray(rad, float), score, nan, nan.copy(), nan.copy(), nan.copy()
-    )
+    return Rings(cx, cy, rad, np.minimum(score, 1.0), nan, nan.copy(), nan.copy(), nan.copy())
+
+
+def _tiles(mask: np.ndarray, margin: int) -> list[tuple[slice, slice]]:
+    """Disjoint boxes covering every True pixel of ``mask`` with ``margin`` pixels around.
+
+    Every circle of radius <= margin / 2 through an edge pixel lies in that pixel's box,
+    so a Hough transform per box finds what one over the whole map would, with memory
+    set by the emission, not by the survey's size.
+    """
+    grow = np.zeros(mask.shape, dtype=bool)
+    ny, nx = mask.shape
+    for iy, ix in ndimage.find_objects(ndimage.label(mask, structure=np.ones((3, 3)))[0]):
+        grow[max(iy.start - margin, 0) : min(iy.stop + margin, ny), max(ix.start - margin, 0) : min(ix.stop + margin, nx)] = True
+    return [sl for sl in ndimage.find_objects(ndimage.label(grow)[0]) if sl is not None]
 
 
 def refine_rings(
