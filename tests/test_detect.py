@@ -8,7 +8,15 @@ from detect_sky import make_sky, shell_profile
 from scipy import ndimage
 
 from gpscat.core.convolve import correlate, disk_kernel
-from gpscat.core.detect import find_peaks, merge_peaks, nesting, seed_moments, untruncated_sigma
+from gpscat.core.detect import (
+    find_peaks,
+    merge_peaks,
+    merge_unresolved,
+    nesting,
+    seed_moments,
+    untruncated_sigma,
+    windowed_centroid,
+)
 from gpscat.core.shells import (
     absorb_fragments,
     find_shells,
@@ -105,6 +113,25 @@ def test_merge_peaks_empty_and_errors():
         merge_peaks([0.0, 1.0], [0.0], [5.0], [0.1], link_distance=0.1)
 
 
+def test_merge_unresolved_joins_only_what_no_map_resolves():
+    # fine peaks of one broad source in two maps (0 and 1), 0.13 deg apart, and a coarse
+    # peak (map 2, r = 0.4) between them
+    lon = np.array([0.0, 0.13, 0.06])
+    lat = np.zeros(3)
+    val = np.array([7.0, 6.5, 12.0])
+    rad = np.array([0.1, 0.1, 0.4])
+    seed, anchor = merge_peaks(lon, lat, val, rad, link_distance=0.1)
+    assert anchor.size == 2
+    seed2, anchor2 = merge_unresolved(seed, anchor, lon, lat, val, rad, np.array([0, 1, 2]))
+    assert anchor2.size == 1 and np.all(seed2 == 0) and anchor2[0] == 0
+    # the same two fine peaks in ONE map: that map resolves them
+    seed3, anchor3 = merge_unresolved(seed, anchor, lon, lat, val, rad, np.array([0, 0, 2]))
+    assert anchor3.size == 2
+    # no coarse peak covering both: unchanged
+    seed4, anchor4 = merge_unresolved(seed[:2], anchor, lon[:2], lat[:2], val[:2], rad[:2], np.array([0, 1]))
+    assert anchor4.size == 2
+
+
 # ---------------------------------------------------------------------- moments
 
 
@@ -136,6 +163,17 @@ def test_untruncated_sigma_inverts_truncated_moments():
         measured = np.sqrt(inside.var(axis=0).mean())
         assert untruncated_sigma(measured, radius) == pytest.approx(sigma, rel=0.03)
     assert np.isnan(untruncated_sigma(1.0, 1.0))  # flatter than a disk: no solution
+
+
+def test_windowed_centroid():
+    img = _gauss((80, 80), 40.3, 37.8, 10.0, 6.0)
+    x, y = windowed_centroid(img, [35.0, 10.0], [42.0, 10.0], sigma=6.0)
+    np.testing.assert_allclose([x[0], y[0]], [40.3, 37.8], atol=0.02)
+    # a start where the window holds nothing positive: NaN
+    x, y = windowed_centroid(-img, [40.0], [40.0], sigma=3.0)
+    assert np.isnan(x[0]) and np.isnan(y[0])
+    with pytest.raises(ValueError, match="sigma"):
+        windowed_centroid(img, [1.0], [1.0], sigma=0.0)
 
 
 def test_nesting():

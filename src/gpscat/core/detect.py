@@ -43,9 +43,11 @@ __all__ = [
     "Peaks",
     "find_peaks",
     "merge_peaks",
+    "merge_unresolved",
     "nesting",
     "seed_moments",
     "untruncated_sigma",
+    "windowed_centroid",
 ]
 
 log = logging.getLogger(__name__)
@@ -287,6 +289,77 @@ def merge_peaks(
     return rank[seed], np.asarray(anchors, dtype=np.int64)[order]
 
 
+def merge_unresolved(
+    seed: np.ndarray,
+    anchor: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    value: np.ndarray,
+    radius: np.ndarray,
+    source: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join seeds that no map resolves but one coarse peak covers.
+
+    :func:`merge_peaks` links peaks within ``max(link_distance, r)``; the finest peaks of
+    a broad source in two datasets (or radii) can lie farther apart than that, by noise,
+    and start two seeds.  Two seeds are joined when a member peak of either, found at
+    radius ``r_c``, lies within ``r_c`` of both anchors (one coarse peak sees them as one)
+    and no map (``source``: the map index of each peak) has a peak in both (no map
+    resolves them).  Two sources resolved in any map stay two seeds.
+
+    Parameters
+    ----------
+    seed, anchor : numpy.ndarray
+        Output of :func:`merge_peaks`.
+    lon, lat, value, radius : numpy.ndarray
+        The peaks, as given to :func:`merge_peaks`.
+    source : numpy.ndarray
+        Integer id of the map each peak was found in.
+
+    Returns
+    -------
+    seed, anchor : numpy.ndarray
+        Relabelled as :func:`merge_peaks` labels them.
+    """
+    seed = np.asarray(seed, dtype=np.int64).copy()
+    n = anchor.size
+    if n < 2:
+        return seed, anchor
+    alon, alat = lon[anchor], lat[anchor]
+    d_anchor = angular_separation(alon[:, None], alat[:, None], alon[None, :], alat[None, :])
+    # for every peak, the anchors it covers (within its own radius)
+    covers = angular_separation(lon[:, None], lat[:, None], alon[None, :], alat[None, :]) < radius[:, None]
+    group = np.arange(n)
+    maps = [set(source[seed == k].tolist()) for k in range(n)]
+    pairs = [(d_anchor[a, b], a, b) for a in range(n) for b in range(a + 1, n) if d_anchor[a, b] < radius.max()]
+    for _, a, b in sorted(pairs):  # a handful of close pairs
+        ga, gb = group[a], group[b]
+        if ga == gb or maps[ga] & maps[gb]:
+            continue
+        members = (seed == a) | (seed == b)
+        if not np.any(covers[members, a] & covers[members, b]):
+            continue
+        keep, drop = min(ga, gb), max(ga, gb)  # labels only: anchors are chosen again below
+        group[group == drop] = keep
+        maps[keep] |= maps[drop]
+    seed = group[seed]
+    labels, seed = np.unique(seed, return_inverse=True)
+    anchor = _first_members(seed, labels.size, radius, value)
+    best = np.full(labels.size, -np.inf)
+    np.maximum.at(best, seed, value)
+    order = np.argsort(-best, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[seed], anchor[order]
+
+
+def _first_members(seed: np.ndarray, n: int, radius: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Anchor of each seed: the member at the smallest radius, highest value there."""
+    order = np.lexsort((-value, radius, seed))
+    _, first = np.unique(seed[order], return_index=True)
+    return order[first]
+
+
 def seed_moments(
     excess: np.ndarray,
     significance: np.ndarray,
@@ -405,6 +478,75 @@ def untruncated_sigma(sigma: np.ndarray, radius: np.ndarray) -> np.ndarray:
         low = moment(mid) < s**2
         lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
     return np.where(ok, np.exp(0.5 * (lo + hi)), np.nan)
+
+
+def windowed_centroid(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    sigma: float | np.ndarray,
+    mask: np.ndarray | None = None,
+    n_iter: int = 20,
+    tol: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-windowed centroids, iterated (the "windowed" positions of SExtractor).
+
+    With a circular Gaussian window of ``sigma`` centred at ``c``, the weighted mean
+    offset ``m`` of the image gives ``c ← c + 2 m``: for a Gaussian source of that sigma
+    the fixed point is its centre after one step; the window keeps noise far from the
+    source (and a flat pedestal) from pulling the result, unlike a plain centroid.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2D map (an excess map).
+    x, y : numpy.ndarray
+        Starting pixel positions.
+    sigma : float or numpy.ndarray
+        Window sigma, pixels (one or one per position).
+    mask : numpy.ndarray, optional
+        True for usable pixels.
+    n_iter, tol : int, float
+        Iterations at most and the step (pixels) below which a position has converged.
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        NaN where the weighted sum is not positive or the position left the map or did
+        not converge.
+    """
+    image = _check_image(image)
+    x = np.atleast_1d(np.asarray(x, dtype=float)).copy()
+    y = np.atleast_1d(np.asarray(y, dtype=float)).copy()
+    sig = np.broadcast_to(np.asarray(sigma, dtype=float), x.shape)
+    if not np.all(np.isfinite(sig) & (sig > 0)):
+        raise ValueError(f"window sigma must be > 0 pixels, got {sigma}")
+    usable = _check_mask(mask, image.shape) & np.isfinite(image)
+    img = np.where(usable, image, 0.0)
+    ny, nx = img.shape
+    for i in range(x.size):  # a few hundred seeds, each on a small cutout
+        half = int(np.ceil(4 * sig[i]))
+        for _ in range(int(n_iter)):
+            if not (0 <= x[i] < nx and 0 <= y[i] < ny):
+                x[i] = y[i] = np.nan
+                break
+            x0, x1 = max(int(x[i]) - half, 0), min(int(x[i]) + half + 2, nx)
+            y0, y1 = max(int(y[i]) - half, 0), min(int(y[i]) + half + 2, ny)
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            dx, dy = xx - x[i], yy - y[i]
+            w = np.exp(-0.5 * (dx * dx + dy * dy) / sig[i] ** 2) * img[y0:y1, x0:x1]
+            sw = w.sum()
+            if not sw > 0:
+                x[i] = y[i] = np.nan
+                break
+            step_x, step_y = 2 * (w * dx).sum() / sw, 2 * (w * dy).sum() / sw
+            x[i], y[i] = x[i] + step_x, y[i] + step_y
+            if np.hypot(step_x, step_y) < tol:
+                break
+        else:
+            x[i] = y[i] = np.nan
+    return x, y
 
 
 def nesting(lon: np.ndarray, lat: np.ndarray, extent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
