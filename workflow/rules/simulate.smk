@@ -13,13 +13,13 @@ if config["simulation"]["enabled"]:
             "logs/simulate/irf.log",
         benchmark:
             "benchmarks/simulate/irf.tsv"
-        params:
-            cfg=stage_params(config, "simulate"),
         conda:
             CONDA_ENV
         resources:
             mem_mb=500,
             runtime=5,
+        params:
+            cfg=stage_params(config, "simulate"),
         shell:
             "gpscat simulate-irf --params {params.cfg} --output {output} 2> {log}"
 
@@ -32,13 +32,13 @@ if config["simulation"]["enabled"]:
             "logs/simulate/obs_{obs_id}.log",
         benchmark:
             "benchmarks/simulate/obs_{obs_id}.tsv"
-        params:
-            cfg=stage_params(config, "simulate"),
         conda:
             CONDA_ENV
         resources:
             mem_mb=1000,
             runtime=5,
+        params:
+            cfg=stage_params(config, "simulate"),
         shell:
             "gpscat simulate-obs --params {params.cfg} --obs-id {wildcards.obs_id} "
             "--irf {input.irf} --output {output} 2> {log}"
@@ -46,20 +46,23 @@ if config["simulation"]["enabled"]:
     rule simulate_index:
         input:
             irf=os.path.join(SIM_STORE, "irf.fits"),
-            events=expand(os.path.join(SIM_STORE, "events", "events_{obs_id}.fits"), obs_id=OBS_IDS),
+            events=expand(
+                os.path.join(SIM_STORE, "events", "events_{obs_id}.fits"),
+                obs_id=OBS_IDS,
+            ),
         output:
             **store_index_files(),
         log:
             "logs/simulate/index.log",
         benchmark:
             "benchmarks/simulate/index.tsv"
-        params:
-            cfg=stage_params(config, "simulate"),
         conda:
             CONDA_ENV
         resources:
             mem_mb=500,
             runtime=5,
+        params:
+            cfg=stage_params(config, "simulate"),
         shell:
             "gpscat simulate-index --params {params.cfg} --irf {input.irf} "
             "--obs-index {output.obs_index} --hdu-index {output.hdu_index} {input.events} 2> {log}"
@@ -74,13 +77,13 @@ if config["simulation"]["enabled"]:
             "logs/simulate/truth.log",
         benchmark:
             "benchmarks/simulate/truth.tsv"
-        params:
-            cfg=stage_params(config, "simulate"),
         conda:
             CONDA_ENV
         resources:
             mem_mb=1000,
             runtime=10,
+        params:
+            cfg=stage_params(config, "simulate"),
         shell:
             "gpscat simulate-truth --params {params.cfg} --irf {input.irf} "
             "--truth {output.truth} --models {output.models} 2> {log}"
