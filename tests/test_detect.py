@@ -8,15 +8,8 @@ from detect_sky import make_sky, shell_profile
 from scipy import ndimage
 
 from gpscat.core.convolve import correlate, disk_kernel
-from gpscat.core.detect import (
-    find_peaks,
-    merge_peaks,
-    merge_unresolved,
-    nesting,
-    seed_moments,
-    untruncated_sigma,
-    windowed_centroid,
-)
+from gpscat.core.detect import find_peaks, merge_peaks, merge_unresolved, nesting
+from gpscat.core.moments import seed_moments, untruncated_sigma, windowed_centroid
 from gpscat.core.shells import (
     absorb_fragments,
     find_shells,

@@ -16,18 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
-from gpscat.core.detect import (
-    find_peaks,
-    merge_peaks,
-    merge_unresolved,
-    nesting,
-    seed_moments,
-    untruncated_sigma,
-    windowed_centroid,
-)
+from gpscat.core.detect import find_peaks, merge_peaks, merge_unresolved, nesting
 from gpscat.core.exclusion import circles_excluded, exclusion_mask, hysteresis_excluded
 from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
 from gpscat.core.index_map import BandMaps, fit_power_law
+from gpscat.core.moments import seed_moments, untruncated_sigma, windowed_centroid
 from gpscat.core.shells import absorb_fragments, find_shells
 from gpscat.io.seeds import empty_seed_table
 
