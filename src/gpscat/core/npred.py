@@ -1,0 +1,319 @@
+"""Predicted counts of a dataset: sources through the IRFs, plus the scaled background.
+
+For a source (a :class:`~gpscat.models.sky.SkyModel`) in true-energy bin *t*::
+
+    R[t]      = PSF_t ⊛ (exposure[t] · spatial fraction per pixel)        (m² s)
+    npred[e]  = Σ_t edisp[t, e] · 1e4 · ∫_t dN/dE dE · R[t]               (counts)
+
+evaluated on a pixel-aligned cutout of the dataset grid around the source (so the cost
+scales with the source size, not the map), with the PSF and energy dispersion taken at the
+cutout centre.  Point sources skip the convolution: their pixel fractions come from the PSF
+evaluated at the exact offset of sub-pixel centres (:func:`~gpscat.core.response.point_response`)
+times the exposure interpolated at the source, which keeps the likelihood smooth in the
+position.  ``R`` is cached on the spatial parameter values and the spectral integrals on the
+spectral ones, so a fit step that moves only spectral parameters costs one tensor product.
+
+The background prediction is ``background · norm · (E/reference)^-tilt`` at reco-bin centres.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+from scipy.fft import irfft2, next_fast_len, rfft2
+
+from gpscat.core.dataset import MapDataset
+from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
+from gpscat.core.response import (
+    PsfProfile,
+    cloud_in_cell,
+    edisp_matrix_at,
+    interp_exposure,
+    point_response,
+    psf_kernels,
+    psf_profile_at,
+)
+from gpscat.models.sky import FoVBackgroundModel, SkyModel
+from gpscat.models.spatial import TemplateSpatialModel, integrate_geom, oversampling_factor
+
+__all__ = ["PSF_CONTAINMENT", "DatasetEvaluator", "SourceEvaluator", "npred", "npred_background", "npred_source"]
+
+log = logging.getLogger(__name__)
+
+#: PSF containment at which the PSF is truncated (smoothly) and renormalised.
+PSF_CONTAINMENT = 0.9999
+_MARGIN_DEG = 0.1  # slack around a source before its cutout is re-centred
+_MARGIN_PIX = 3
+
+
+def _box_geom(geom: WcsGeom, x0: int, y0: int, nx: int, ny: int) -> WcsGeom:
+    """Pixel-aligned sub-grid of ``geom`` starting at pixel (x0, y0); may extend beyond it."""
+    return replace(geom, crpix=(geom.crpix[0] - x0, geom.crpix[1] - y0), npix=(nx, ny))
+
+
+class _KernelStack:
+    """PSF kernels of all true-energy bins, Fourier-transformed once for a cutout shape.
+
+    :meth:`convolve` convolves a (n_true, ny, nx) stack plane by plane ("same" output)
+    with one batched real FFT pair.  ``support`` is the half-size (pixels) of the central
+    region where the images can be non-zero: the FFT is padded only as much as needed for
+    the kernel not to wrap flux from there back into the cutout.
+    """
+
+    def __init__(self, kernels: list[np.ndarray], shape: tuple[int, int], *, support: int | None = None):
+        k = max(kern.shape[0] // 2 for kern in kernels)
+        half = min(shape) // 2
+        pad = k if support is None else max(0, k + support - half)
+        self.shape = shape
+        self.fft_shape = (next_fast_len(shape[0] + pad, True), next_fast_len(shape[1] + pad, True))
+        # kernel centre at index (0, 0), negative offsets wrapped: output aligned with input
+        stack = np.zeros((len(kernels),) + self.fft_shape)
+        for i, kern in enumerate(kernels):
+            h = kern.shape[0] // 2
+            idy = np.arange(-h, h + 1) % self.fft_shape[0]
+            idx = np.arange(-h, h + 1) % self.fft_shape[1]
+            stack[i][np.ix_(idy, idx)] = kern
+        self.kernel_fft = rfft2(stack)
+
+    def convolve(self, images: np.ndarray) -> np.ndarray:
+        full = irfft2(rfft2(images, s=self.fft_shape) * self.kernel_fft, s=self.fft_shape)
+        ny, nx = self.shape
+        return full[:, :ny, :nx]
+
+
+class SourceEvaluator:
+    """Predicted counts of one sky model in one dataset, on a cutout, with caches.
+
+    Parameters
+    ----------
+    model : SkyModel
+    dataset : MapDataset
+    psf_containment : float
+        PSF containment at which the PSF is truncated (then renormalised).
+    point_method : {"exact", "cic"}
+        ``"exact"`` integrates the PSF over each pixel at the true offset of the source;
+        ``"cic"`` reproduces gammapy: the flux is shared among the 4 nearest pixels with
+        bilinear weights, then convolved with the pixel PSF kernel (which broadens the
+        point-source image by ~1/6 pixel² in variance).
+    """
+
+    def __init__(self, model: SkyModel, dataset: MapDataset, *, psf_containment: float = PSF_CONTAINMENT, point_method: str = "exact"):
+        if point_method not in ("exact", "cic"):
+            raise ValueError(f"point_method must be 'exact' or 'cic', got {point_method!r}")
+        if model.spatial_model is None:
+            raise ValueError(f"model {model.name!r} has no spatial model: cannot predict maps")
+        self.model = model
+        self.dataset = dataset
+        self.psf_containment = psf_containment
+        self.point_method = point_method
+        self._geom: WcsGeom | None = None
+        self._spatial_key = None
+        self._spectral_key = None
+        self._response: np.ndarray | None = None
+        self._flux: np.ndarray | None = None
+        self._npred: np.ndarray | None = None
+        etrue = dataset.energy_axis_true
+        self._etrue = etrue
+        if dataset.edisp is None and not (dataset.energy_axis.nbin == etrue.nbin and np.allclose(dataset.energy_axis.edges, etrue.edges)):
+            raise ValueError(f"dataset {dataset.name!r} has no edisp and its reco/true energy axes differ")
+
+    # -- geometry
+    def _position(self) -> tuple[float, float]:
+        sp = self.model.spatial_model
+        lon, lat = to_frame(sp.lon_0.value, sp.lat_0.value, sp.frame, self.dataset.geom.frame)
+        return float(lon), float(lat)
+
+    def _model_radius(self, lon: float, lat: float) -> float:
+        """Evaluation radius of the model, capped to what can reach the dataset map."""
+        r = self.model.spatial_model.evaluation_radius
+        if not np.isfinite(r) or r < 0:
+            r = 0.0
+        geom = self.dataset.geom
+        clon, clat = geom.center_coord
+        reach = float(angular_separation(lon, lat, clon, clat)) + 0.5 * float(np.hypot(*geom.width))
+        return min(r, reach)
+
+    def _radius_needed(self) -> float:
+        psf_r = float(self._profile.rmax.max()) if self._geom is not None else 0.0
+        return self._model_radius(*self._position()) + psf_r
+
+    def _needs_setup(self, lon: float, lat: float) -> bool:
+        if self._geom is None:
+            return True
+        x, y = self._geom.coord_to_pix(lon, lat)
+        cx, cy = self._geom.center_pix
+        off = max(abs(float(x) - cx), abs(float(y) - cy)) * self._geom.binsz
+        sp = self.model.spatial_model
+        if not sp.is_point:
+            f = oversampling_factor(sp, self.dataset.geom.binsz)
+            if f > 2 * self._oversample or 2 * f < self._oversample:
+                return True
+        return off + self._radius_needed() > self._half_width - self._geom.binsz
+
+    def _setup(self, lon: float, lat: float) -> None:
+        ds, geom = self.dataset, self.dataset.geom
+        frame = geom.frame
+        self._profile = (
+            psf_profile_at(ds.psf, lon, lat, frame, containment=self.psf_containment)
+            if ds.psf is not None
+            else PsfProfile(np.zeros(self._etrue.nbin), np.zeros((self._etrue.nbin, 2)), np.zeros(self._etrue.nbin), np.zeros(self._etrue.nbin))
+        )
+        self._edisp = edisp_matrix_at(ds.edisp, lon, lat, frame) if ds.edisp is not None else np.eye(self._etrue.nbin)
+        margin = max(_MARGIN_DEG, _MARGIN_PIX * geom.binsz)
+        half = self._model_radius(lon, lat) + float(self._profile.rmax.max()) + margin
+        x, y = (float(v) for v in geom.coord_to_pix(lon, lat))
+        _, lat_g = geom.pix_to_coord(x, y)
+        stretch = 1.0 / max(np.cos(np.radians(float(lat_g))), 0.05) if geom.proj == "CAR" else 1.0
+        kx = int(np.ceil(half * stretch / geom.binsz)) + 1
+        ky = int(np.ceil(half / geom.binsz)) + 1
+        ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        self._geom = _box_geom(geom, ix - kx, iy - ky, 2 * kx + 1, 2 * ky + 1)
+        self._half_width = half
+        self._coord_cache: dict = {}
+        psl, csl = self._geom.slices_in(geom)
+        self._parent_sl, self._cut_sl = psl, csl
+        expo = np.zeros((self._etrue.nbin,) + self._geom.shape)
+        expo[(...,) + csl] = ds.exposure.data[(...,) + psl]
+        self._exposure = expo
+        sp = self.model.spatial_model
+        self._oversample = 1 if sp.is_point else oversampling_factor(sp, geom.binsz)
+        exact_point = sp.is_point and self.point_method == "exact"
+        support = None if isinstance(sp, TemplateSpatialModel) else int(np.ceil(self._model_radius(lon, lat) * stretch / geom.binsz)) + 2
+        kernels = None if exact_point else psf_kernels(self._geom, self._profile)
+        self._kernel_fft = None if exact_point else _KernelStack(kernels, self._geom.shape, support=support)
+        self._spatial_key = None
+        self._npred = None
+        log.debug("model %s: cutout %s px around (%.4f, %.4f)", self.model.name, self._geom.npix, lon, lat)
+
+    # -- evaluation
+    def _compute_response(self, lon: float, lat: float) -> np.ndarray:
+        sp = self.model.spatial_model
+        if sp.is_point and self.point_method == "exact":
+            frac = point_response(self._geom, lon, lat, self._profile, coord_cache=self._coord_cache)
+            x, y = self._geom.coord_to_pix(lon, lat)
+            return frac * interp_exposure(self._exposure, float(x), float(y))[:, None, None]
+        if sp.is_point:
+            x, y = self._geom.coord_to_pix(lon, lat)
+            frac = cloud_in_cell(self._geom.shape, float(x), float(y))
+        elif isinstance(sp, TemplateSpatialModel) and sp.energy_nodes is not None:
+            frac = integrate_geom(sp, self._geom, oversample=self._oversample, energy=self._etrue.center)
+        else:
+            frac = integrate_geom(sp, self._geom, oversample=self._oversample)
+            # the sum is 1 up to sampling errors when the whole model is in the cutout:
+            # renormalising removes those errors (smoothly in the parameters)
+            if not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):
+                total = frac.sum()
+                frac = frac / total if total > 0 else frac
+        return np.clip(self._kernel_fft.convolve(self._exposure * frac), 0, None)
+
+    def evaluate(self) -> tuple[tuple[slice, slice], np.ndarray]:
+        """Predicted counts of the source: (parent slices, cutout data (n_reco, ny, nx))."""
+        lon, lat = self._position()
+        if self._needs_setup(lon, lat):
+            self._setup(lon, lat)
+        sp_key = (self.model.spatial_model.value_key(), self.model.spatial_model.frame)
+        sp_changed = sp_key != self._spatial_key
+        if sp_changed:
+            self._response = self._compute_response(lon, lat)
+            self._spatial_key = sp_key
+        spec_key = self.model.spectral_model.value_key()
+        spec_changed = spec_key != self._spectral_key
+        if spec_changed:
+            self._flux = np.asarray(self.model.spectral_model.integral(self._etrue.lo, self._etrue.hi), dtype=float)
+            self._spectral_key = spec_key
+        if sp_changed or spec_changed or self._npred is None:
+            weights = self._edisp * (1e4 * self._flux)[:, None]  # (n_true, n_reco)
+            resp = self._response[(...,) + self._cut_sl]
+            self._npred = np.tensordot(weights.T, resp, axes=1)
+        return self._parent_sl, self._npred
+
+
+def npred_background(dataset: MapDataset, model: FoVBackgroundModel | None) -> np.ndarray:
+    """Background counts times ``norm · (E/reference)^-tilt`` at the reco-bin centres."""
+    if dataset.background is None:
+        return np.zeros(Map.expected_shape(dataset.geom, (dataset.energy_axis,)))
+    bkg = np.asarray(dataset.background.data, dtype=float)
+    if model is None:
+        return bkg
+    scale = model.spectral_model(dataset.energy_axis.center)
+    return bkg * scale[:, None, None]
+
+
+class DatasetEvaluator:
+    """Total predicted counts of a dataset for a list of models, with per-source caches.
+
+    Parameters
+    ----------
+    dataset : MapDataset
+    models : iterable of SkyModel / FoVBackgroundModel
+        Only those that apply to the dataset are used.
+    """
+
+    def __init__(self, dataset: MapDataset, models, *, psf_containment: float = PSF_CONTAINMENT, point_method: str = "exact"):
+        self.dataset = dataset
+        self.psf_containment = psf_containment
+        self.point_method = point_method
+        self._evaluators: dict[int, SourceEvaluator] = {}
+        self._bkg_key = None
+        self._bkg: np.ndarray | None = None
+        self.set_models(models)
+
+    def set_models(self, models) -> None:
+        """Change the model list; source caches of models kept are reused."""
+        models = [m for m in models if m.applies_to(self.dataset.name)]
+        bkgs = [m for m in models if isinstance(m, FoVBackgroundModel)]
+        if len(bkgs) > 1:
+            raise ValueError(f"dataset {self.dataset.name!r} has {len(bkgs)} background models; expected at most 1")
+        self.background_model = bkgs[0] if bkgs else None
+        self.sky_models = [m for m in models if isinstance(m, SkyModel)]
+        keep = {}
+        for m in self.sky_models:
+            keep[id(m)] = self._evaluators.get(id(m)) or SourceEvaluator(
+                m, self.dataset, psf_containment=self.psf_containment, point_method=self.point_method
+            )
+        self._evaluators = keep
+        self._bkg_key = None
+
+    def npred_background(self) -> np.ndarray:
+        key = self.background_model.spectral_model.value_key() if self.background_model else None
+        if self._bkg is None or key != self._bkg_key:
+            self._bkg = npred_background(self.dataset, self.background_model)
+            self._bkg_key = key
+        return self._bkg
+
+    def npred_source(self, model: SkyModel) -> np.ndarray:
+        """Predicted counts of one source on the full dataset grid."""
+        out = np.zeros(Map.expected_shape(self.dataset.geom, (self.dataset.energy_axis,)))
+        sl, data = self._evaluators[id(model)].evaluate()
+        out[(...,) + sl] += data
+        return out
+
+    def npred_signal(self) -> np.ndarray:
+        """Sum of all sources (no background), full grid."""
+        out = np.zeros(Map.expected_shape(self.dataset.geom, (self.dataset.energy_axis,)))
+        for m in self.sky_models:
+            sl, data = self._evaluators[id(m)].evaluate()
+            out[(...,) + sl] += data
+        return out
+
+    def npred(self) -> np.ndarray:
+        """Background plus all sources, full grid (n_reco, ny, nx)."""
+        out = self.npred_background().copy()
+        for m in self.sky_models:
+            sl, data = self._evaluators[id(m)].evaluate()
+            out[(...,) + sl] += data
+        return out
+
+
+def npred(dataset: MapDataset, models) -> Map:
+    """Predicted counts map (background + sources) of ``dataset`` for ``models``."""
+    ev = DatasetEvaluator(dataset, models)
+    return Map(dataset.geom, ev.npred(), (dataset.energy_axis,), "")
+
+
+def npred_source(dataset: MapDataset, model: SkyModel) -> Map:
+    """Predicted counts map of one source in ``dataset``."""
+    ev = DatasetEvaluator(dataset, [model])
+    return Map(dataset.geom, ev.npred_source(model), (dataset.energy_axis,), "")
