@@ -15,7 +15,7 @@ import yaml
 
 from gpscat.config import Config
 from gpscat.io.atomic import write_text_atomic
-from gpscat.stages import background, exclusion, reduce, significance, stack
+from gpscat.stages import background, detect, exclusion, reduce, significance, stack
 
 __all__ = ["COMMANDS", "command"]
 
@@ -116,5 +116,32 @@ def _significance(p: argparse.ArgumentParser):
 
     def run(cfg: Config, args):
         significance.run(cfg, dataset=args.dataset, input=args.input, output_dir=args.output_dir)
+
+    return run
+
+
+@command("detect", "seeds: peaks and Hough shells on the significance maps of all datasets and radii")
+def _detect(p: argparse.ArgumentParser):
+    p.add_argument("--significance", nargs="+", type=Path, required=True, help="significance_r*.fits files")
+    p.add_argument("--bands", nargs="*", type=Path, default=[], help="bands_r*.fits files (index map)")
+    p.add_argument("--datasets", nargs="*", type=Path, default=[], help="stacked dataset.fits files (PSF)")
+    p.add_argument("--seeds", required=True, type=Path)
+    p.add_argument("--regions", required=True, type=Path)
+    p.add_argument("--index-map", required=True, type=Path)
+    p.add_argument("--exclusion", required=True, type=Path)
+    p.add_argument("--plot", type=Path, default=None)
+
+    def run(cfg: Config, args):
+        detect.run(
+            cfg,
+            significance_files=args.significance,
+            band_files=args.bands,
+            datasets=args.datasets,
+            seeds=args.seeds,
+            regions=args.regions,
+            index_map=args.index_map,
+            exclusion=args.exclusion,
+            plot=args.plot,
+        )
 
     return run
