@@ -15,7 +15,7 @@ import yaml
 
 from gpscat.config import Config
 from gpscat.io.atomic import write_text_atomic
-from gpscat.stages import background, detect, exclusion, reduce, significance, stack
+from gpscat.stages import background, detect, exclusion, reduce, significance, simulate, stack
 
 __all__ = ["COMMANDS", "command"]
 
@@ -116,6 +116,53 @@ def _significance(p: argparse.ArgumentParser):
 
     def run(cfg: Config, args):
         significance.run(cfg, dataset=args.dataset, input=args.input, output_dir=args.output_dir)
+
+    return run
+
+
+@command("simulate-irf", "write the IRF file of a simulated survey (built-in CTA-South-like or simulation.irf)")
+def _simulate_irf(p: argparse.ArgumentParser):
+    p.add_argument("--output", required=True, type=Path, help="IRF file (<store>/irf.fits)")
+
+    def run(cfg: Config, args):
+        simulate.run_irf(cfg, output=args.output)
+
+    return run
+
+
+@command("simulate-obs", "simulate the DL3 event file of one pointing of the simulated survey")
+def _simulate_obs(p: argparse.ArgumentParser):
+    p.add_argument("--obs-id", required=True, type=int)
+    p.add_argument("--irf", required=True, type=Path, help="IRF file written by simulate-irf")
+    p.add_argument("--output", required=True, type=Path, help="event file (<store>/events/events_<obs_id>.fits)")
+
+    def run(cfg: Config, args):
+        simulate.run_obs(cfg, obs_id=args.obs_id, irf=args.irf, output=args.output)
+
+    return run
+
+
+@command("simulate-index", "write the obs-index and hdu-index of a simulated data store")
+def _simulate_index(p: argparse.ArgumentParser):
+    p.add_argument("--irf", required=True, type=Path)
+    p.add_argument("--obs-index", required=True, type=Path)
+    p.add_argument("--hdu-index", required=True, type=Path)
+    p.add_argument("events", nargs="+", type=Path, help="event files")
+
+    def run(cfg: Config, args):
+        simulate.run_index(cfg, events=args.events, irf=args.irf, obs_index=args.obs_index, hdu_index=args.hdu_index)
+
+    return run
+
+
+@command("simulate-truth", "write the injected models (YAML) and the truth table of a simulated survey")
+def _simulate_truth(p: argparse.ArgumentParser):
+    p.add_argument("--irf", required=True, type=Path)
+    p.add_argument("--truth", required=True, type=Path, help="truth table (<store>/truth/truth.fits)")
+    p.add_argument("--models", required=True, type=Path, help="injected models (<store>/truth/models.yaml)")
+
+    def run(cfg: Config, args):
+        simulate.run_truth(cfg, irf=args.irf, truth=args.truth, models_out=args.models)
 
     return run
 
