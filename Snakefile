@@ -12,7 +12,9 @@ if not workflow.config_settings.configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
 include: "workflow/rules/maps.smk"
+include: "workflow/rules/detect.smk"
 
 
 rule all:

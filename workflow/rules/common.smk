@@ -49,8 +49,19 @@ def significance_input(wildcards):
     return f"results/maps/{wildcards.dataset}/{name}"
 
 
+def significance_files(kind):
+    """significance_r*.fits (kind "significance") or bands_r*.fits files of all datasets."""
+    files = []
+    for ds in DATASETS:
+        files += [f for f in significance_outputs(config, ds) if f.endswith(".fits") and os.path.basename(f).startswith(kind)]
+    return files
+
+
 def final_outputs():
     out = []
     for ds in DATASETS:
         out += significance_outputs(config, ds)
+    out += ["results/seeds/seeds_detected.fits", "results/seeds/seeds_detected.reg"]
+    if config["simulation"]["enabled"]:
+        out += [os.path.join(config["data"]["store"], "truth", "truth.fits")]
     return out
