@@ -7,6 +7,7 @@ callable ``run(cfg, args)``.  Rules call these commands; nothing here does scien
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,6 @@ import yaml
 
 from gpscat.config import Config
 from gpscat.io.atomic import write_text_atomic
-from gpscat.stages import background, detect, exclusion, reduce, significance, simulate, stack
 
 __all__ = ["COMMANDS", "command"]
 
@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 
 #: name → (help, add_arguments)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable]]] = {}
+
+
+def _stage(name: str):
+    """The stage module ``gpscat.stages.<name>``, imported when its command runs.
+
+    Importing every stage up front (scipy.signal, matplotlib, scikit-learn, ...) costs
+    about a second per Snakemake job; each job needs only its own stage.
+    """
+    return importlib.import_module(f"gpscat.stages.{name}")
 
 
 def command(name: str, help_text: str):
@@ -55,7 +64,7 @@ def _reduce(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path)
 
     def run(cfg: Config, args):
-        reduce.run(cfg, dataset=args.dataset, obs_id=args.obs_id, output=args.output)
+        _stage("reduce").run(cfg, dataset=args.dataset, obs_id=args.obs_id, output=args.output)
 
     return run
 
@@ -68,7 +77,7 @@ def _stack(p: argparse.ArgumentParser):
     p.add_argument("inputs", nargs="*", type=Path, help="per-observation dataset files")
 
     def run(cfg: Config, args):
-        stack.run(cfg, dataset=args.dataset, inputs=args.inputs, output=args.output, provenance=args.provenance)
+        _stage("stack").run(cfg, dataset=args.dataset, inputs=args.inputs, output=args.output, provenance=args.provenance)
 
     return run
 
@@ -80,7 +89,7 @@ def _exclusion(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path)
 
     def run(cfg: Config, args):
-        exclusion.run(cfg, dataset=args.dataset, stacked=args.stacked, output=args.output)
+        _stage("exclusion").run(cfg, dataset=args.dataset, stacked=args.stacked, output=args.output)
 
     return run
 
@@ -95,7 +104,7 @@ def _background(p: argparse.ArgumentParser):
     p.add_argument("observations", nargs="*", type=Path, help="per-observation dataset files")
 
     def run(cfg: Config, args):
-        background.run(
+        _stage("background").run(
             cfg,
             dataset=args.dataset,
             stacked=args.stacked,
@@ -115,7 +124,7 @@ def _significance(p: argparse.ArgumentParser):
     p.add_argument("--output-dir", required=True, type=Path)
 
     def run(cfg: Config, args):
-        significance.run(cfg, dataset=args.dataset, input=args.input, output_dir=args.output_dir)
+        _stage("significance").run(cfg, dataset=args.dataset, input=args.input, output_dir=args.output_dir)
 
     return run
 
@@ -125,7 +134,7 @@ def _simulate_irf(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path, help="IRF file (<store>/irf.fits)")
 
     def run(cfg: Config, args):
-        simulate.run_irf(cfg, output=args.output)
+        _stage("simulate").run_irf(cfg, output=args.output)
 
     return run
 
@@ -137,7 +146,7 @@ def _simulate_obs(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path, help="event file (<store>/events/events_<obs_id>.fits)")
 
     def run(cfg: Config, args):
-        simulate.run_obs(cfg, obs_id=args.obs_id, irf=args.irf, output=args.output)
+        _stage("simulate").run_obs(cfg, obs_id=args.obs_id, irf=args.irf, output=args.output)
 
     return run
 
@@ -150,7 +159,7 @@ def _simulate_index(p: argparse.ArgumentParser):
     p.add_argument("events", nargs="+", type=Path, help="event files")
 
     def run(cfg: Config, args):
-        simulate.run_index(cfg, events=args.events, irf=args.irf, obs_index=args.obs_index, hdu_index=args.hdu_index)
+        _stage("simulate").run_index(cfg, events=args.events, irf=args.irf, obs_index=args.obs_index, hdu_index=args.hdu_index)
 
     return run
 
@@ -162,7 +171,7 @@ def _simulate_truth(p: argparse.ArgumentParser):
     p.add_argument("--models", required=True, type=Path, help="injected models (<store>/truth/models.yaml)")
 
     def run(cfg: Config, args):
-        simulate.run_truth(cfg, irf=args.irf, truth=args.truth, models_out=args.models)
+        _stage("simulate").run_truth(cfg, irf=args.irf, truth=args.truth, models_out=args.models)
 
     return run
 
@@ -179,7 +188,7 @@ def _detect(p: argparse.ArgumentParser):
     p.add_argument("--plot", type=Path, default=None)
 
     def run(cfg: Config, args):
-        detect.run(
+        _stage("detect").run(
             cfg,
             significance_files=args.significance,
             band_files=args.bands,
