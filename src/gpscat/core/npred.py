@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 PSF_CONTAINMENT = 0.9999
 _MARGIN_DEG = 0.1  # slack around a source before its cutout is re-centred
 _MARGIN_PIX = 3
+_MAX_SAMPLES = 4_000_000  # sub-pixels per plane of an extended model's cutout
 
 
 def _box_geom(geom: WcsGeom, x0: int, y0: int, nx: int, ny: int) -> WcsGeom:
@@ -154,37 +155,55 @@ class SourceEvaluator:
 
     def _setup(self, lon: float, lat: float) -> None:
         ds, geom = self.dataset, self.dataset.geom
-        frame = geom.frame
+        frame, nbin = geom.frame, self._etrue.nbin
         self._profile = (
             psf_profile_at(ds.psf, lon, lat, frame, containment=self.psf_containment)
             if ds.psf is not None
-            else PsfProfile(np.zeros(self._etrue.nbin), np.zeros((self._etrue.nbin, 2)), np.zeros(self._etrue.nbin), np.zeros(self._etrue.nbin))
+            else PsfProfile(np.zeros(nbin), np.zeros((nbin, 2)), np.zeros(nbin), np.zeros(nbin))
         )
-        self._edisp = edisp_matrix_at(ds.edisp, lon, lat, frame) if ds.edisp is not None else np.eye(self._etrue.nbin)
+        self._edisp = edisp_matrix_at(ds.edisp, lon, lat, frame) if ds.edisp is not None else np.eye(nbin)
+        rmax = float(self._profile.rmax.max())
         margin = max(_MARGIN_DEG, _MARGIN_PIX * geom.binsz)
-        half = self._model_radius(lon, lat) + float(self._profile.rmax.max()) + margin
+        half = self._model_radius(lon, lat) + rmax + margin
         x, y = (float(v) for v in geom.coord_to_pix(lon, lat))
         _, lat_g = geom.pix_to_coord(x, y)
         stretch = 1.0 / max(np.cos(np.radians(float(lat_g))), 0.05) if geom.proj == "CAR" else 1.0
-        kx = int(np.ceil(half * stretch / geom.binsz)) + 1
-        ky = int(np.ceil(half / geom.binsz)) + 1
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        self._geom = _box_geom(geom, ix - kx, iy - ky, 2 * kx + 1, 2 * ky + 1)
+        kx, ky = int(np.ceil(half * stretch / geom.binsz)) + 1, int(np.ceil(half / geom.binsz)) + 1
+        # the cutout: the source's box, clipped to the map plus the PSF reach around it
+        pad_x, pad_y = int(np.ceil((rmax + margin) * stretch / geom.binsz)) + 2, int(np.ceil((rmax + margin) / geom.binsz)) + 2
+        x0, x1 = max(ix - kx, -pad_x), min(ix + kx + 1, geom.npix[0] + pad_x)
+        y0, y1 = max(iy - ky, -pad_y), min(iy + ky + 1, geom.npix[1] + pad_y)
         self._half_width = half
+        self._spatial_key = None
+        self._npred = None
+        self._outside = x1 <= x0 or y1 <= y0
+        if self._outside:
+            self._geom = _box_geom(geom, ix, iy, 1, 1)
+            self._parent_sl = self._cut_sl = (slice(0, 0), slice(0, 0))
+            return
+        clipped = (x0, x1, y0, y1) != (ix - kx, ix + kx + 1, iy - ky, iy + ky + 1)
+        self._geom = _box_geom(geom, x0, y0, x1 - x0, y1 - y0)
+        self._renormalize = not clipped
         self._coord_cache: dict = {}
         psl, csl = self._geom.slices_in(geom)
         self._parent_sl, self._cut_sl = psl, csl
-        expo = np.zeros((self._etrue.nbin,) + self._geom.shape)
+        expo = np.zeros((nbin,) + self._geom.shape)
         expo[(...,) + csl] = ds.exposure.data[(...,) + psl]
         self._exposure = expo
         sp = self.model.spatial_model
         self._oversample = 1 if sp.is_point else oversampling_factor(sp, geom.binsz)
-        exact_point = sp.is_point and self.point_method == "exact"
-        support = None if isinstance(sp, TemplateSpatialModel) else int(np.ceil(self._model_radius(lon, lat) * stretch / geom.binsz)) + 2
-        kernels = None if exact_point else psf_kernels(self._geom, self._profile)
-        self._kernel_fft = None if exact_point else _KernelStack(kernels, self._geom.shape, support=support)
-        self._spatial_key = None
-        self._npred = None
+        self._oversample = max(1, min(self._oversample, int(np.sqrt(_MAX_SAMPLES / expo[0].size))))
+        if sp.is_point and self.point_method == "exact":
+            self._kernel_fft = None
+        else:
+            k = int(np.ceil(rmax * stretch / geom.binsz)) + 1
+            kernels = psf_kernels(_box_geom(geom, ix - k, iy - k, 2 * k + 1, 2 * k + 1), self._profile)
+            # pad the FFT only as far as flux from the model's support could wrap around
+            support = int(np.ceil(self._model_radius(lon, lat) * stretch / geom.binsz)) + 2
+            if clipped or isinstance(sp, TemplateSpatialModel):
+                support = None
+            self._kernel_fft = _KernelStack(kernels, self._geom.shape, support=support)
         log.debug("model %s: cutout %s px around (%.4f, %.4f)", self.model.name, self._geom.npix, lon, lat)
 
     # -- evaluation
@@ -203,7 +222,7 @@ class SourceEvaluator:
             frac = integrate_geom(sp, self._geom, oversample=self._oversample)
             # the sum is 1 up to sampling errors when the whole model is in the cutout:
             # renormalising removes those errors (smoothly in the parameters)
-            if not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):
+            if self._renormalize and not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):
                 total = frac.sum()
                 frac = frac / total if total > 0 else frac
         return np.clip(self._kernel_fft.convolve(self._exposure * frac), 0, None)
@@ -213,6 +232,8 @@ class SourceEvaluator:
         lon, lat = self._position()
         if self._needs_setup(lon, lat):
             self._setup(lon, lat)
+        if self._outside:
+            return self._parent_sl, np.zeros((self.dataset.energy_axis.nbin, 0, 0))
         sp_key = (self.model.spatial_model.value_key(), self.model.spatial_model.frame)
         sp_changed = sp_key != self._spatial_key
         if sp_changed:

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -169,21 +169,28 @@ def point_response(
         if profile.rmax[i] <= 0:
             out[i] = cloud_in_cell(geom.shape, x, y)
             continue
+        # the whole PSF box (also beyond the grid), normalised, then the overlap is kept
         k = int(np.ceil(profile.rmax[i] / scale)) + 1
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        f = int(f_all[i])
+        slon, slat = _subpixel_coords(geom, ix - k, ix + k + 1, iy - k, iy + k + 1, f, cache)
+        r = angular_separation(slon, slat, lon, lat)
+        vals = profile(i, r).reshape(2 * k + 1, f, 2 * k + 1, f).mean(axis=(1, 3))
+        vals *= _box_solid_angle(geom, ix, iy, k, cache)
+        total = vals.sum()
         x0, x1 = max(ix - k, 0), min(ix + k + 1, nx)
         y0, y1 = max(iy - k, 0), min(iy + k + 1, ny)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        f = int(f_all[i])
-        slon, slat = _subpixel_coords(geom, x0, x1, y0, y1, f, cache)
-        r = angular_separation(slon, slat, lon, lat)
-        vals = profile(i, r).reshape(y1 - y0, f, x1 - x0, f).mean(axis=(1, 3))
-        vals *= geom.solid_angle()[y0:y1, x0:x1]
-        total = vals.sum()
-        if total > 0:
-            out[i, y0:y1, x0:x1] = vals / total
+        if total > 0 and x1 > x0 and y1 > y0:
+            out[i, y0:y1, x0:x1] = vals[y0 - (iy - k) : y1 - (iy - k), x0 - (ix - k) : x1 - (ix - k)] / total
     return out
+
+
+def _box_solid_angle(geom: WcsGeom, ix: int, iy: int, k: int, cache: dict) -> np.ndarray:
+    key = ("omega", ix, iy, k)
+    if key not in cache:
+        box = replace(geom, crpix=(geom.crpix[0] - (ix - k), geom.crpix[1] - (iy - k)), npix=(2 * k + 1, 2 * k + 1))
+        cache[key] = box.solid_angle()
+    return cache[key]
 
 
 def cloud_in_cell(shape, x: float, y: float) -> np.ndarray:
