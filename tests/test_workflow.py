@@ -67,3 +67,42 @@ def test_bad_config_stops_before_any_job(tmp_path, shared_data):
     res = snakemake(tmp_path, "--configfile", str(tmp_path / "bad.yaml"), "-n")
     assert res.returncode != 0
     assert "binsz" in res.stderr + res.stdout
+
+
+# ----------------------------------------------------------------- the default demo run
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The README's main job: the embedded default config, run once for this module."""
+    workdir = tmp_path_factory.mktemp("demo")
+    res = snakemake(workdir, "--cores", "2")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return workdir
+
+
+def test_demo_runs_to_the_final_outputs(demo_run):
+    for path in ("results/seeds/seeds_detected.fits", "results/seeds/seeds_detected.reg", "data/demo/truth/truth.fits"):
+        assert (demo_run / path).is_file(), path
+    logs = list((demo_run / "logs").rglob("*.log"))
+    bench = list((demo_run / "benchmarks").rglob("*.tsv"))
+    assert len(logs) >= 30 and len(bench) == len(logs)
+
+
+def test_demo_second_invocation_does_nothing(demo_run):
+    res = snakemake(demo_run, "-n", "--cores", "2")
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_demo_config_edit_reruns_only_affected_jobs(demo_run, tmp_path):
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg.setdefault("detect", {})["threshold"] = 5.5
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake(demo_run, "-n", "--cores", "2", "--configfile", str(path))
+    assert res.returncode == 0, res.stderr
+    counts = _job_counts(res.stdout)
+    assert counts.get("detect") == 1
+    for upstream in ("simulate_obs", "reduce", "stack", "background", "significance"):
+        assert upstream not in counts, counts
