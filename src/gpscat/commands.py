@@ -201,3 +201,27 @@ def _detect(p: argparse.ArgumentParser):
         )
 
     return run
+
+
+@command("convert-xml", "convert a ctools/GammaLib XML sky model to gammapy model YAML (+ JSON summary)")
+def _convert_xml(p: argparse.ArgumentParser):
+    p.add_argument("input", type=Path, help="ctools XML model file")
+    p.add_argument("output", type=Path, help="gammapy model YAML to write")
+    p.add_argument("--summary", type=Path, default=None, help="JSON summary (default: <output>.summary.json)")
+
+    def run(cfg: Config, args):
+        _stage("convert_xml").run(cfg, input=args.input, output=args.output, summary=args.summary)
+
+    return run
+
+
+@command("associate", "associate the detected seeds with known-source catalogs by surface overlap")
+def _associate(p: argparse.ArgumentParser):
+    p.add_argument("--seeds", required=True, type=Path, help="seeds_detected.fits")
+    p.add_argument("--output", required=True, type=Path, help="seeds_associated.fits")
+    p.add_argument("--datasets", nargs="*", type=Path, default=[], help="stacked dataset.fits files (PSF)")
+
+    def run(cfg: Config, args):
+        _stage("associate").run(cfg, seeds=args.seeds, output=args.output, datasets=args.datasets)
+
+    return run
