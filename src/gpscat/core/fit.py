@@ -169,7 +169,8 @@ class Fit:
             for p, xi, s in zip(params, x, scales, strict=True):
                 p.value = float(xi * s)
             try:
-                val = self.stat_sum()
+                with np.errstate(all="ignore"):  # wild trial values: a penalty, not warnings
+                    val = self.stat_sum()
             except (ValueError, FloatingPointError, ZeroDivisionError) as exc:
                 log.debug("statistic failed at %s: %s", x, exc)
                 return _PENALTY

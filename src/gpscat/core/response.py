@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 _MAX_OVERSAMPLE = 10
-_N_FINE = 600
+_N_FINE = 2048
 _TAPER_START = 0.8
 
 

@@ -328,10 +328,14 @@ class TemplateSpatialModel(SpatialModel):
         self.frame = self.map.geom.frame
         super().__post_init__()
         if self.normalize:
+            # a brightness map (sr⁻¹) is scaled to integrate to 1 (idempotent); other maps are
+            # per-pixel weights, divided by their sum and the pixel solid angle (as gammapy)
             data = np.asarray(self.map.data, dtype=float)
-            total = data.sum(axis=(-2, -1), keepdims=True)
+            omega = self.map.geom.solid_angle()
+            weights = data * omega if self.map.unit.replace(" ", "") in ("sr-1", "1/sr") else data
+            total = weights.sum(axis=(-2, -1), keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
-                data = np.where(total > 0, data / total, 0.0) / self.map.geom.solid_angle()
+                data = np.where(total > 0, weights / total, 0.0) / omega
             self.map = self.map.copy(data=data, unit="sr-1")
         self.unit = self.map.unit or "sr-1"
         lon_c, lat_c = self.map.geom.center_coord
