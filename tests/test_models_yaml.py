@@ -159,8 +159,9 @@ def test_gps_prototype_legacy_file(shared_data, caplog):
 
 
 @pytest.mark.crosscheck
-def test_gammapy_reads_ours_and_we_read_gammapys(tmp_path):
+def test_gammapy_reads_ours_and_we_read_gammapys(tmp_path, monkeypatch):
     gm = pytest.importorskip("gammapy.modeling.models")
+    monkeypatch.chdir(tmp_path)  # gammapy writes template maps relative to the working directory
     models = _all_models(tmp_path)
     models["src0"].spectral_model.index.error = 0.05
     write_models(tmp_path / "ours.yaml", models)
