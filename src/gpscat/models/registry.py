@@ -6,7 +6,7 @@ Legacy names written by older gammapy versions are mapped in :data:`LEGACY_SPATI
 
 from __future__ import annotations
 
-from gpscat.models import spatial, spectral
+from gpscat.models import extra, spatial, spectral
 
 __all__ = ["LEGACY_PARAMETERS", "LEGACY_SPATIAL", "SPATIAL_MODELS", "SPECTRAL_MODELS", "get_spatial", "get_spectral"]
 
@@ -28,6 +28,7 @@ SPATIAL_MODELS: dict[str, type] = _by_tags(
         spatial.ShellSpatialModel,
         spatial.Shell2SpatialModel,
         spatial.TemplateSpatialModel,
+        extra.ConstantSpatialModel,
     ]
 )
 
