@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from iminuit import Minuit
+from threadpoolctl import threadpool_limits
 
 from gpscat.core.dataset import MapDataset
-from gpscat.core.likelihood import cash_sum, wstat
+from gpscat.core.fitstat import DatasetStatistic
 from gpscat.core.npred import PSF_CONTAINMENT, DatasetEvaluator
 from gpscat.models.parameters import Parameter
 from gpscat.models.sky import Models
@@ -60,32 +61,6 @@ class FitResult:
 
     def error(self, label: str) -> float:
         return self.parameters[self.labels.index(label)].error
-
-
-class _StatTerm:
-    """Masked counts of one dataset and how to turn a prediction into its statistic."""
-
-    def __init__(self, dataset: MapDataset):
-        mask = dataset.mask()
-        self.index = np.flatnonzero(mask.ravel())
-        if dataset.counts is None:
-            raise ValueError(f"dataset {dataset.name!r} has no counts")
-        self.counts = np.asarray(dataset.counts.data, dtype=float).ravel()[self.index]
-        off = getattr(dataset, "counts_off", None)
-        self.wstat = off is not None
-        if self.wstat:
-            acc_on = np.asarray(dataset.acceptance.data, dtype=float).ravel()[self.index]
-            acc_off = np.asarray(dataset.acceptance_off.data, dtype=float).ravel()[self.index]
-            self.counts_off = np.asarray(off.data, dtype=float).ravel()[self.index]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self.alpha = np.where(acc_off > 0, acc_on / acc_off, 0.0)
-
-    def __call__(self, evaluator: DatasetEvaluator) -> float:
-        if self.wstat:
-            mu_sig = evaluator.npred_signal().ravel()[self.index]
-            return float(np.sum(wstat(self.counts, self.counts_off, self.alpha, mu_sig)))
-        mu = evaluator.npred().ravel()[self.index]
-        return cash_sum(self.counts, mu)
 
 
 def _scale(p: Parameter) -> float:
@@ -140,7 +115,7 @@ class Fit:
         self._evaluators = [
             DatasetEvaluator(d, list(models), psf_containment=psf_containment, point_method=point_method) for d in self.datasets
         ]
-        self._terms = [_StatTerm(d) for d in self.datasets]
+        self._terms = [DatasetStatistic(d) for d in self.datasets]
         self.nfev = 0
 
     # -- statistic
@@ -199,6 +174,12 @@ class Fit:
         return self._optimize(self.models, covariance=covariance, minos=minos)
 
     def _optimize(self, models: Models, *, covariance: bool, minos) -> FitResult:
+        # many small array operations: BLAS threads only add latency (badly so when the
+        # cores are shared with other jobs), so the fit runs single-threaded
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._optimize_single_thread(models, covariance=covariance, minos=minos)
+
+    def _optimize_single_thread(self, models: Models, *, covariance: bool, minos) -> FitResult:
         params, labels = self.free_parameters(models)
         start = [p.value for p in params]
         self.nfev = 0
@@ -287,6 +268,7 @@ class Fit:
         frozen = parameter.frozen
         stats = []
         parameter.frozen = True
+        limits = threadpool_limits(limits=1, user_api="blas")
         try:
             for v in np.asarray(values, dtype=float):
                 parameter.value = float(v)
@@ -296,6 +278,7 @@ class Fit:
                         if p is not parameter:
                             p.value = val
         finally:
+            limits.restore_original_limits()
             parameter.frozen = frozen
             for p, val, err in saved:
                 p.value, p.error = val, err

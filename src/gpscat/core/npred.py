@@ -237,7 +237,9 @@ class SourceEvaluator:
         sp_key = (self.model.spatial_model.value_key(), self.model.spatial_model.frame)
         sp_changed = sp_key != self._spatial_key
         if sp_changed:
-            self._response = self._compute_response(lon, lat)
+            resp = self._compute_response(lon, lat)[(...,) + self._cut_sl]
+            self._cut_shape = resp.shape[1:]
+            self._response = np.ascontiguousarray(resp.reshape(resp.shape[0], -1))  # (n_true, n_pix)
             self._spatial_key = sp_key
         spec_key = self.model.spectral_model.value_key()
         spec_changed = spec_key != self._spectral_key
@@ -246,8 +248,7 @@ class SourceEvaluator:
             self._spectral_key = spec_key
         if sp_changed or spec_changed or self._npred is None:
             weights = self._edisp * (1e4 * self._flux)[:, None]  # (n_true, n_reco)
-            resp = self._response[(...,) + self._cut_sl]
-            self._npred = np.tensordot(weights.T, resp, axes=1)
+            self._npred = (weights.T @ self._response).reshape((-1,) + self._cut_shape)
         return self._parent_sl, self._npred
 
 
@@ -296,6 +297,16 @@ class DatasetEvaluator:
             )
         self._evaluators = keep
         self._bkg_key = None
+
+    def background_scale(self) -> np.ndarray:
+        """Per reco-energy factor of the background: ``norm·(E/reference)^-tilt`` (or 1)."""
+        if self.background_model is None:
+            return np.ones(self.dataset.energy_axis.nbin)
+        return np.asarray(self.background_model.spectral_model(self.dataset.energy_axis.center), dtype=float)
+
+    def source_parts(self) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+        """Each source's (parent slices, cutout counts) — the only bins it contributes to."""
+        return [self._evaluators[id(m)].evaluate() for m in self.sky_models]
 
     def npred_background(self) -> np.ndarray:
         key = self.background_model.spectral_model.value_key() if self.background_model else None

@@ -165,24 +165,46 @@ def point_response(
     scale = _local_scale(geom, x, y)
     cache = {} if coord_cache is None else coord_cache
     nx, ny = geom.npix
-    for i in range(ne):
-        if profile.rmax[i] <= 0:
-            out[i] = cloud_in_cell(geom.shape, x, y)
-            continue
-        # the whole PSF box (also beyond the grid), normalised, then the overlap is kept
-        k = int(np.ceil(profile.rmax[i] / scale)) + 1
-        ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        f = int(f_all[i])
-        slon, slat = _subpixel_coords(geom, ix - k, ix + k + 1, iy - k, iy + k + 1, f, cache)
-        r = angular_separation(slon, slat, lon, lat)
-        vals = profile(i, r).reshape(2 * k + 1, f, 2 * k + 1, f).mean(axis=(1, 3))
-        vals *= _box_solid_angle(geom, ix, iy, k, cache)
-        total = vals.sum()
-        x0, x1 = max(ix - k, 0), min(ix + k + 1, nx)
-        y0, y1 = max(iy - k, 0), min(iy + k + 1, ny)
-        if total > 0 and x1 > x0 and y1 > y0:
-            out[i, y0:y1, x0:x1] = vals[y0 - (iy - k) : y1 - (iy - k), x0 - (ix - k) : x1 - (ix - k)] / total
+    ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    # half-size (pixels) of each energy's PSF box; the whole box (also beyond the grid) is
+    # normalised, then its overlap with the grid is kept
+    ks = np.where(profile.rmax > 0, np.ceil(profile.rmax / scale).astype(int) + 1, 0)
+    v0 = _unit_vector(np.radians(lon), np.radians(lat))
+    for i in np.flatnonzero(profile.rmax <= 0):
+        out[i] = cloud_in_cell(geom.shape, x, y)
+    for f in np.unique(f_all[profile.rmax > 0]):  # one distance computation per sampling
+        sel = np.flatnonzero((f_all == f) & (profile.rmax > 0))
+        kmax = int(ks[sel].max())
+        vec = _subpixel_vectors(geom, ix - kmax, ix + kmax + 1, iy - kmax, iy + kmax + 1, int(f), cache)
+        chord = np.sqrt(np.sum((vec - v0[:, None, None]) ** 2, axis=0))
+        r = np.degrees(2 * np.arcsin(np.clip(0.5 * chord, 0, 1)))
+        for i in sel:
+            k = int(ks[i])
+            o = (kmax - k) * int(f)
+            n = (2 * k + 1) * int(f)
+            vals = profile(i, r[o : o + n, o : o + n]).reshape(2 * k + 1, f, 2 * k + 1, f).mean(axis=(1, 3))
+            vals *= _box_solid_angle(geom, ix, iy, k, cache)
+            total = vals.sum()
+            x0, x1 = max(ix - k, 0), min(ix + k + 1, nx)
+            y0, y1 = max(iy - k, 0), min(iy + k + 1, ny)
+            if total > 0 and x1 > x0 and y1 > y0:
+                out[i, y0:y1, x0:x1] = vals[y0 - (iy - k) : y1 - (iy - k), x0 - (ix - k) : x1 - (ix - k)] / total
     return out
+
+
+def _unit_vector(lon, lat) -> np.ndarray:
+    """Cartesian unit vector(s) of (lon, lat) in radians: shape (3, ...)."""
+    cl = np.cos(lat)
+    return np.array([cl * np.cos(lon), cl * np.sin(lon), np.sin(lat)])
+
+
+def _subpixel_vectors(geom: WcsGeom, x0: int, x1: int, y0: int, y1: int, f: int, cache: dict) -> np.ndarray:
+    """Unit vectors (3, ny·f, nx·f) of the sub-pixel centres of a box; cached per box."""
+    key = ("vec", x0, x1, y0, y1, f)
+    if key not in cache:
+        lon, lat = _subpixel_coords(geom, x0, x1, y0, y1, f, cache)
+        cache[key] = _unit_vector(np.radians(lon), np.radians(lat))
+    return cache[key]
 
 
 def _box_solid_angle(geom: WcsGeom, ix: int, iy: int, k: int, cache: dict) -> np.ndarray:
@@ -208,7 +230,7 @@ def cloud_in_cell(shape, x: float, y: float) -> np.ndarray:
 def _subpixel_coords(geom: WcsGeom, x0: int, x1: int, y0: int, y1: int, f: int, cache: dict):
     key = (x0, x1, y0, y1, f)
     if key not in cache:
-        if len(cache) > 256:
+        if len(cache) > 64:
             cache.clear()
         sx = x0 - 0.5 + (np.arange((x1 - x0) * f) + 0.5) / f
         sy = y0 - 0.5 + (np.arange((y1 - y0) * f) + 0.5) / f
