@@ -273,15 +273,21 @@ def _pipeline(cfg, folder):
     return detect_stage.run(cfg, significance_files=sig, datasets=datasets, **_outputs(folder))
 
 
-@pytest.mark.realdata
-def test_cta1dc_galactic_centre_seed(shared_data, tmp_path):
-    cfg = load_config(overrides={
+def cta1dc_gc_config(shared_data, **sections):
+    """The CTA 1DC Galactic-centre field (runs 110380, 111140, 111159), one dataset ``gc``."""
+    return load_config(overrides={
         "data": {"store": str(shared_data / "cta-1dc/index/gps"), "selection": {"obs_ids": [110380, 111140, 111159]}},
         "survey": {"frame": "galactic", "center": ["0 deg", "0 deg"], "width": ["6 deg", "4 deg"]},
         "datasets": [{"name": "gc", "binsz": "0.02 deg", "energy": {"min": "0.1 TeV", "max": "10 TeV", "nbins": 1},
                       "energy_true": {"min": "0.5 TeV", "max": "20 TeV", "nbins": 16}, "offset_max": "2.5 deg"}],
         "significance": {"correlation_radii": ["0.1 deg", "0.2 deg"], "quicklook": False},
+        **sections,
     })
+
+
+@pytest.mark.realdata
+def test_cta1dc_galactic_centre_seed(shared_data, tmp_path):
+    cfg = cta1dc_gc_config(shared_data)
     t = _pipeline(cfg, tmp_path)
     d = angular_separation(np.asarray(t["GLON"]), np.asarray(t["GLAT"]), 359.944, -0.046)
     assert d.min() < 0.03, f"nearest seed to Sgr A* at {d.min():.3f} deg"

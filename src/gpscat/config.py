@@ -312,6 +312,7 @@ class Config:
         for k in ("r_in", "width"):
             if k in self["background"].get("ring", {}):
                 quantity(self["background"]["ring"][k], "deg", key=f"background.ring.{k}")
+        quantity(self["associate"].get("psf_r68", "0.1 deg"), "deg", key="associate.psf_r68")
         sim = self["simulation"]
         if sim.get("enabled"):
             quantity(sim.get("livetime", "0.5 h"), "s", key="simulation.livetime")
