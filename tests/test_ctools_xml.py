@@ -17,7 +17,13 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from gpscat.cli import main
-from gpscat.io.ctools_files import phase_curve_mean
+from gpscat.io.ctools_files import (
+    light_curve_mean,
+    phase_curve_mean,
+    read_map_cube,
+    read_phase_curve,
+    read_sky_map,
+)
 from gpscat.io.ctools_xml import read_ctools_xml
 from gpscat.io.models_yaml import read_models, write_models
 from gpscat.models import spatial as spm
@@ -293,6 +299,33 @@ def test_templates_keep_gammalib_normalisation(all_types):
     np.testing.assert_allclose(product, 3.0 * raw.clip(0) * 1e6, rtol=1e-10, atol=1e-30)
 
 
+def test_template_files_wcs_variants_and_errors(tmp_path):
+    w = WCS(naxis=2)
+    w.wcs.ctype, w.wcs.crval, w.wcs.crpix = ["GLON-CAR", "GLAT-CAR"], [10.0, 0.0], [3.0, 2.0]
+    h = w.to_header()
+    h["CD1_1"], h["CD2_2"] = -0.1, 0.1  # a diagonal CD matrix instead of CDELT
+    del h["CDELT1"], h["CDELT2"]
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((3, 5)), header=h)]).writeto(tmp_path / "cd.fits")
+    geom, data = read_sky_map(tmp_path / "cd.fits")  # the image in the first extension, as ic443_map.fits
+    assert geom.frame == "galactic" and geom.binsz == pytest.approx(0.1) and data.shape == (3, 5)
+    h["CD1_2"] = 0.01
+    fits.PrimaryHDU(np.ones((3, 5)), header=h).writeto(tmp_path / "rot.fits")
+    with pytest.raises(ValueError, match="rot.fits.*rotated"):
+        read_sky_map(tmp_path / "rot.fits")
+    fits.PrimaryHDU(np.ones((2, 3, 5)), header=w.to_header()).writeto(tmp_path / "noenergies.fits")
+    with pytest.raises(ValueError, match="ENERGIES"):
+        read_map_cube(tmp_path / "noenergies.fits")
+    with pytest.raises(OSError, match="missing.fits"):
+        read_sky_map(tmp_path / "missing.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
+        fits.Column("PHASE", "D", array=[0.5, 0.2]), fits.Column("NORM", "D", array=[1.0, 1.0])])]).writeto(tmp_path / "pc.fits")
+    with pytest.raises(ValueError, match="pc.fits.*non-decreasing"):
+        read_phase_curve(tmp_path / "pc.fits")
+    # a triangle light curve averages to half its peak; a constant phase curve to itself
+    assert light_curve_mean(np.array([0.0, 5.0, 10.0]), np.array([0.0, 1.0, 0.0])) == pytest.approx(0.5)
+    assert phase_curve_mean(np.array([0.3]), np.array([0.7])) == pytest.approx(0.7)
+
+
 def test_failures_are_reported_with_the_reason(tmp_path, caplog):
     bad = [
         _source("no prefactor", '<spectrum type="PowerLaw">' + _p("Index", 2, -1) + _p("PivotEnergy", 1, 1e6) + "</spectrum>", POINT),
@@ -398,6 +431,12 @@ def _compare(out: Path) -> None:
             gp = b.spatial_model(lon * u.deg, lat * u.deg).to_value("sr-1")
         big = mine > 1e-2 * mine.max()
         np.testing.assert_allclose(np.ravel(gp)[big], mine[big], rtol=2e-3, err_msg=a.name)
+    # and back: what gammapy writes, we read
+    theirs.write(out.parent / "gammapy_written.yaml", write_covariance=False)
+    again = read_models(out.parent / "gammapy_written.yaml")
+    for a, b in zip(ours, again, strict=True):
+        assert [p.value for p in a.parameters] == pytest.approx([p.value for p in b.parameters], rel=1e-12, nan_ok=True), a.name
+        assert float(b.spectral_model.integral(1.0, 100.0)) == pytest.approx(float(a.spectral_model.integral(1.0, 100.0)), rel=1e-12)
 
 
 @pytest.mark.crosscheck
