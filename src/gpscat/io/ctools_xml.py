@@ -167,9 +167,9 @@ _ONE = (1.0, False)
 _AMP = (("Prefactor", _FLUX), ("norm", _FLUX))
 _PIVOT = (("PivotEnergy", _ENERGY), ("Scale", _ENERGY), ("Eb", _ENERGY))
 
-#: XML spectral type → (class, {gammapy parameter: ((XML name, transform), ...)}, optional parameters)
-_SPECTRA: dict[str, tuple[type, dict, tuple[str, ...]]] = {
-    "PowerLaw": (spc.PowerLawSpectralModel, {"amplitude": _AMP, "index": (("Index", _NEG),), "reference": _PIVOT}, ()),
+#: XML spectral type → (class, {gammapy parameter: ((XML name, transform), ...)}); the first XML name present is used
+_SPECTRA: dict[str, tuple[type, dict]] = {
+    "PowerLaw": (spc.PowerLawSpectralModel, {"amplitude": _AMP, "index": (("Index", _NEG),), "reference": _PIVOT}),
     "PowerLaw2": (
         spc.PowerLaw2SpectralModel,
         {
@@ -178,12 +178,10 @@ _SPECTRA: dict[str, tuple[type, dict, tuple[str, ...]]] = {
             "emin": (("LowerLimit", _ENERGY),),
             "emax": (("UpperLimit", _ENERGY),),
         },
-        (),
     ),
     "ExponentialCutoffPowerLaw": (
         spc.ExpCutoffPowerLawSpectralModel,
         {"amplitude": _AMP, "index": (("Index", _NEG),), "lambda_": (("CutoffEnergy", _INV_ENERGY), ("Cutoff", _INV_ENERGY)), "reference": _PIVOT},
-        (),
     ),
     "SuperExponentialCutoffPowerLaw": (
         spc.ExpCutoffPowerLawSpectralModel,
@@ -194,17 +192,14 @@ _SPECTRA: dict[str, tuple[type, dict, tuple[str, ...]]] = {
             "alpha": (("Index2", _ONE),),
             "reference": _PIVOT,
         },
-        (),
     ),
     "LogParabola": (
         spc.LogParabolaSpectralModel,
         {"amplitude": _AMP, "alpha": (("Index", _NEG), ("alpha", _ONE)), "beta": (("Curvature", _NEG), ("beta", _ONE)), "reference": _PIVOT},
-        (),
     ),
     "BrokenPowerLaw": (
         spc.BrokenPowerLawSpectralModel,
         {"amplitude": _AMP, "index1": (("Index1", _NEG),), "index2": (("Index2", _NEG),), "ebreak": (("BreakEnergy", _ENERGY), ("BreakValue", _ENERGY))},
-        (),
     ),
     "SmoothBrokenPowerLaw": (
         spc.SmoothBrokenPowerLawSpectralModel,
@@ -216,9 +211,8 @@ _SPECTRA: dict[str, tuple[type, dict, tuple[str, ...]]] = {
             "reference": _PIVOT,
             "beta": (("BreakSmoothness", _ONE),),
         },
-        (),
     ),
-    "Constant": (spc.ConstantSpectralModel, {"const": (("Normalization", _FLUX), ("Value", _FLUX))}, ()),
+    "Constant": (spc.ConstantSpectralModel, {"const": (("Normalization", _FLUX), ("Value", _FLUX))}),
 }
 _SPECTRA["ExpCutoff"] = _SPECTRA["ExponentialCutoffPowerLaw"]
 _SPECTRA["ConstantValue"] = _SPECTRA["Constant"]
@@ -227,10 +221,8 @@ _SPECTRA["ConstantValue"] = _SPECTRA["Constant"]
 def _parametric(cls: type, spec: dict, elem: ET.Element, where: str):
     model = cls()
     for pname, alternatives in spec.items():
-        names = tuple(a[0] for a in alternatives)
-        found = _find(elem, names, where)
-        _, x = found
-        factor, inverse = dict(alternatives)[found[0]]
+        xml_name, x = _find(elem, tuple(a[0] for a in alternatives), where)
+        factor, inverse = dict(alternatives)[xml_name]
         try:
             _apply(getattr(model, pname), x, factor, inverse=inverse)
         except _Unsupported as exc:
@@ -248,7 +240,7 @@ def _spectrum(elem: ET.Element, base: Path, where: str):
     if kind == "PowerLaw" and (elem.find("parameter[@name='PhotonFlux']") is not None or elem.find("parameter[@name='Integral']") is not None):
         kind = "PowerLaw2"
     if kind in _SPECTRA:
-        cls, spec, _ = _SPECTRA[kind]
+        cls, spec = _SPECTRA[kind]
         model = _parametric(cls, spec, elem, w)
         if kind == "SmoothBrokenPowerLaw":
             # gammapy flips beta's sign with sign(index2 - index1); GammaLib uses it as given
