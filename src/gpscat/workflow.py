@@ -9,14 +9,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from gpscat.config import Config, validate_config
+from gpscat.products import output_paths as _significance_paths
 from gpscat.stages.reduce import select_observations
-from gpscat.stages.significance import output_paths as _significance_paths
 
 __all__ = [
     "load_workflow_config",
@@ -45,16 +46,27 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+_VALIDATED: dict[str, dict] = {}
+
+
+def _validated(config: Mapping[str, Any]) -> dict:
+    """Validated copy of ``config`` (memoised on its JSON: the Snakefile asks many times)."""
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _VALIDATED:
+        _VALIDATED[key] = validate_config(config, source="snakemake config")
+    return copy.deepcopy(_VALIDATED[key])
+
+
 def load_workflow_config(config: Mapping[str, Any]) -> Config:
     """Validate (again, with our unit checks) and wrap Snakemake's config dict."""
-    return Config(validate_config(config, source="snakemake config"), source="snakemake config")
+    return Config(_validated(config), source="snakemake config")
 
 
 def stage_sections(config: Mapping[str, Any], stage: str) -> dict:
     """The sub-config a stage needs (validated, defaults filled)."""
     if stage not in STAGE_SECTIONS:
         raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_SECTIONS)}")
-    data = validate_config(config, source="snakemake config")
+    data = _validated(config)
     keys = ("run", *STAGE_SECTIONS[stage])
     return {k: data[k] for k in keys if k in data}
 

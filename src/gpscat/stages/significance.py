@@ -43,6 +43,7 @@ from gpscat.core.ring import OnOffStack, alpha_map
 from gpscat.core.significance import cash_maps, flux_maps, reco_exposure, wstat_maps
 from gpscat.io.atomic import atomic_path
 from gpscat.io.maps import map_from_hdulist, write_maps
+from gpscat.products import correlation_radii, output_paths
 
 __all__ = ["band_slices", "output_paths", "run", "significance_images"]
 
@@ -59,30 +60,6 @@ HDUS = {
     "flux_err": ("flux_error", "cm-2 s-1"),
     "exposure": ("exposure", "m2 s"),
 }
-
-
-def correlation_radii(cfg: Config) -> list[float]:
-    """Correlation radii (deg) of the config, in the given order."""
-    radii = [quantity(r, "deg", key=f"significance.correlation_radii[{i}]") for i, r in enumerate(cfg["significance"]["correlation_radii"])]
-    for i, r in enumerate(radii):
-        if not r > 0:
-            raise ConfigError(f"config key significance.correlation_radii[{i}]: must be > 0, got {r}")
-    return radii
-
-
-def output_paths(cfg: Config, output_dir: str | os.PathLike) -> list[Path]:
-    """Every file :func:`run` writes into ``output_dir`` (for the workflow's rule outputs)."""
-    folder = Path(output_dir)
-    quick = bool(cfg["significance"]["quicklook"])
-    bands = bool(cfg["significance"]["energy_bands"])
-    out = []
-    for r in correlation_radii(cfg):
-        stems = [f"significance_r{r:.2f}"] + ([f"bands_r{r:.2f}"] if bands else [])
-        for stem in stems:
-            out.append(folder / f"{stem}.fits")
-            if quick:
-                out.append(folder / f"{stem}.png")
-    return out
 
 
 def band_slices(energy_edges: np.ndarray, bands) -> list[slice]:
