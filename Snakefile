@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/maps.smk"
 include: "workflow/rules/detect.smk"
+include: "workflow/rules/associate.smk"
 
 
 rule all:

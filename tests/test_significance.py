@@ -247,6 +247,10 @@ def test_band_slices():
     assert sl == [slice(0, 3), slice(3, 6)]
     with pytest.raises(ConfigError, match="contiguous"):
         significance.band_slices(edges, [(1.0, 2.0), (5.0, 10.0)])
+    # one band list for several datasets: bands outside this dataset's range are skipped
+    assert significance.band_slices(edges, [(0.1, 1.0), (1.0, 3.2), (3.2, 10.0), (10.0, 100.0)]) == sl
+    with pytest.raises(ConfigError, match="no band overlaps"):
+        significance.band_slices(edges, [(10.0, 100.0)])
 
 
 # ------------------------------------------------------------------- real data

@@ -57,11 +57,24 @@ def significance_files(kind):
     return files
 
 
+def stacked_datasets():
+    """Final stacked dataset of every dataset (FoV/IRF background; the ring keeps on/off)."""
+    if BACKGROUND_METHOD == "ring":
+        return []
+    return expand("results/maps/{dataset}/dataset.fits", dataset=DATASETS)
+
+
+def known_catalogs():
+    """Known-source catalog files of ``associate.catalogs`` (an edit reruns association)."""
+    return [c["path"] for c in config["associate"]["catalogs"]]
+
+
 def final_outputs():
     out = []
     for ds in DATASETS:
         out += significance_outputs(config, ds)
     out += ["results/seeds/seeds_detected.fits", "results/seeds/seeds_detected.reg"]
+    out += ["results/seeds/seeds_associated.fits"]
     if config["simulation"]["enabled"]:
         out += [os.path.join(config["data"]["store"], "truth", "truth.fits")]
     return out

@@ -5,7 +5,7 @@ rule detect:
     input:
         significance=significance_files("significance"),
         bands=significance_files("bands"),
-        datasets=expand("results/maps/{dataset}/dataset.fits", dataset=DATASETS) if BACKGROUND_METHOD != "ring" else [],
+        datasets=stacked_datasets(),
     output:
         seeds="results/seeds/seeds_detected.fits",
         regions="results/seeds/seeds_detected.reg",

@@ -65,7 +65,9 @@ HDUS = {
 def band_slices(energy_edges: np.ndarray, bands) -> list[slice]:
     """Reco-bin slices of each ``(emin, emax)`` band: the bins whose log-centre is inside.
 
-    Bands must be increasing, non-overlapping and contiguous after snapping, so that their
+    Bands outside the dataset's reco-energy range are skipped (one list of bands serves
+    several datasets, e.g. sub-TeV and post-TeV); at least one must fall inside.  The bands
+    kept must be increasing, non-overlapping and contiguous after snapping, so that their
     edges form one energy axis.
     """
     e = np.asarray(energy_edges, dtype=float)
@@ -74,7 +76,8 @@ def band_slices(energy_edges: np.ndarray, bands) -> list[slice]:
     for i, (lo, hi) in enumerate(bands):
         idx = np.nonzero((centers >= lo) & (centers < hi))[0]
         if idx.size == 0:
-            raise ConfigError(f"config key significance.energy_bands[{i}]: [{lo}, {hi}] TeV contains no reco bin of {e.round(4).tolist()}")
+            log.info("energy band %d [%g, %g] TeV: no reco bin of this dataset, skipped", i, lo, hi)
+            continue
         sl = slice(int(idx[0]), int(idx[-1]) + 1)
         if not (np.isclose(e[sl.start], lo, rtol=0.01) and np.isclose(e[sl.stop], hi, rtol=0.01)):
             log.info("energy band %d [%g, %g] TeV snapped to [%g, %g] TeV", i, lo, hi, e[sl.start], e[sl.stop])
@@ -84,6 +87,10 @@ def band_slices(energy_edges: np.ndarray, bands) -> list[slice]:
                 f"{e[sl.start]:g} TeV, the previous one ends at {e[out[-1].stop]:g} TeV"
             )
         out.append(sl)
+    if not out:
+        raise ConfigError(
+            f"config key significance.energy_bands: no band overlaps the reco-energy bins {e.round(4).tolist()} TeV"
+        )
     return out
 
 
