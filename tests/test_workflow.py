@@ -6,10 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+from gpscat.stages.release import verify_release
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
@@ -106,3 +109,14 @@ def test_demo_config_edit_reruns_only_affected_jobs(demo_run, tmp_path):
     assert counts.get("detect") == 1
     for upstream in ("simulate_obs", "reduce", "stack", "background", "significance"):
         assert upstream not in counts, counts
+
+
+def test_demo_release_target_builds_a_verifiable_archive(demo_run):
+    res = snakemake(demo_run, "--cores", "2", "release")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (archive,) = (demo_run / "release").glob("*.tar.gz")
+    assert verify_release(archive) == []
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("/report/report.zip") for n in names)
+    assert any(n.endswith("/observations.ecsv") for n in names)

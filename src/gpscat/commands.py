@@ -225,3 +225,39 @@ def _associate(p: argparse.ArgumentParser):
         _stage("associate").run(cfg, seeds=args.seeds, output=args.output, datasets=args.datasets)
 
     return run
+
+
+@command("release", "bundle the catalog products, exact config, input checksums and versions into a verifiable archive")
+def _release(p: argparse.ArgumentParser):
+    p.add_argument("--output", required=True, type=Path, help="release/<name>-<version>.tar.gz")
+    p.add_argument("--products", nargs="+", type=Path, required=True, help="catalog products and other result files")
+    p.add_argument("--obs-ids", nargs="*", type=int, default=[], help="input observation ids (their files are hashed)")
+    p.add_argument("--config-files", nargs="*", type=Path, default=[], help="the config file(s) given to the run")
+    p.add_argument("--report", type=Path, default=None, help="Snakemake report to include")
+
+    def run(cfg: Config, args):
+        _stage("release").run(
+            cfg,
+            products=args.products,
+            output=args.output,
+            obs_ids=args.obs_ids,
+            config_files=args.config_files,
+            report=args.report,
+        )
+
+    return run
+
+
+@command("verify-release", "check a release archive against its SHA-256 manifest")
+def _verify_release(p: argparse.ArgumentParser):
+    p.add_argument("archive", type=Path)
+
+    def run(cfg: Config, args):
+        problems = _stage("release").verify_release(args.archive)
+        for problem in problems:
+            log.error("%s", problem)
+        if problems:
+            raise ValueError(f"{args.archive}: {len(problems)} problem(s); the release does not verify")
+        log.info("%s verifies against its manifest", args.archive)
+
+    return run

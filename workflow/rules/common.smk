@@ -1,5 +1,6 @@
 # Config validation, observation list → wildcards, small get_* helpers.
 import os
+import shlex
 
 from snakemake.utils import validate
 
@@ -67,6 +68,34 @@ def stacked_datasets():
 def known_catalogs():
     """Known-source catalog files of ``associate.catalogs`` (an edit reruns association)."""
     return [c["path"] for c in config["associate"]["catalogs"]]
+
+
+def release_products():
+    """Result files shipped in a release (catalog products, seeds)."""
+    return [
+        "results/seeds/seeds_detected.fits",
+        "results/seeds/seeds_detected.reg",
+        "results/seeds/seeds_associated.fits",
+    ]
+
+
+def release_archive():
+    name = config["run"]["name"]
+    return f"release/{name}-{config['release']['version']}.tar.gz"
+
+
+def workflow_config_files():
+    """Config files of this run: the --configfile(s), else the embedded default."""
+    files = [str(f) for f in workflow.config_settings.configfiles]
+    return files or [os.path.join(workflow.basedir, "config/config.yaml")]
+
+
+def report_command_args():
+    """Arguments for a `snakemake --report` of this very run (same Snakefile and configs)."""
+    args = ["--snakefile", workflow.main_snakefile, "--nolock"]
+    for f in workflow.config_settings.configfiles:
+        args += ["--configfile", str(f)]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def final_outputs():
