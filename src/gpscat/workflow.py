@@ -41,6 +41,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "classify": ("survey", "datasets", "significance", "detect", "associate", "classify", "simulation"),
     "group": ("survey", "datasets", "group"),
     "fit": ("survey", "datasets", "fit"),
+    "aperture": ("data", "survey", "datasets", "aperture"),
     "catalog": ("survey", "datasets", "fit", "catalog"),
     "release": ("release",),
 }
