@@ -9,7 +9,8 @@ background norm free, from the tutorial's start (lon 0.02°, lat 0.01°).
 Case ``group`` — a 5-source overlapping group on the same maps: Poisson counts of the
 background plus two point sources, two Gaussians (0.08°, 0.15°) and a disk (0.12°) within
 0.4° of each other, fitted jointly (positions, sizes, amplitudes, background norm: 19 free
-parameters) from start values offset from the truth.
+parameters) from start values offset from the truth, with the bounds a catalog fit sets
+(position within 0.3° of the start, size 0.01–0.5°, amplitude ≥ 0), the same for both.
 
 Both tools: Migrad (strategy 1, tolerance 0.1) + Hesse, BLAS limited to one thread (gpscat's
 fit does that itself; multithreaded BLAS on small arrays only adds latency on shared cores).  gammapy's point sources share
@@ -104,12 +105,25 @@ def case_sources(case: str, *, start: bool, gammapy: bool):
     return [(k, lon + 0.02, lat - 0.015, size * 1.3, flux * 0.6) for k, lon, lat, size, flux in GROUP]
 
 
+def _bounds(kind, lon, lat):
+    """(name, min, max) of the bounded parameters of a group member."""
+    out = [("lon_0", lon - 0.3, lon + 0.3), ("lat_0", lat - 0.3, lat + 0.3), ("amplitude", 0.0, np.nan)]
+    if kind != "point":
+        out.append(("sigma" if kind == "gauss" else "r_0", 0.01, 0.5))
+    return out
+
+
 def gpscat_models(sources, dataset_name: str) -> Models:
     models = Models()
     for i, (kind, lon, lat, size, flux) in enumerate(sources):
         spec = sp.PowerLaw2SpectralModel(amplitude=flux, index=2.0, emin=0.1, emax=10.0)
         spec.index.frozen = True
-        models.append(SkyModel(spec, _spatial(kind, lon, lat, size), name=f"src{i}"))
+        m = SkyModel(spec, _spatial(kind, lon, lat, size), name=f"src{i}")
+        if len(sources) > 1:
+            for name, lo, hi in _bounds(kind, lon, lat):
+                p = m.parameters[name]
+                p.min, p.max = lo, hi
+        models.append(m)
     models.append(FoVBackgroundModel(dataset_name))
     return models
 
@@ -121,7 +135,11 @@ def gammapy_models(sources, dataset_name: str):
     for i, (kind, lon, lat, size, flux) in enumerate(sources):
         spec = gm.PowerLaw2SpectralModel(amplitude=f"{flux} cm-2 s-1", index=2.0, emin="0.1 TeV", emax="10 TeV")
         spec.index.frozen = True
-        out.append(gm.SkyModel(spec, _spatial(kind, lon, lat, size, gammapy=True), name=f"src{i}"))
+        m = gm.SkyModel(spec, _spatial(kind, lon, lat, size, gammapy=True), name=f"src{i}")
+        if len(sources) > 1:
+            for name, lo, hi in _bounds(kind, lon, lat):
+                m.parameters[name].min, m.parameters[name].max = lo, hi
+        out.append(m)
     bkg = gm.FoVBackgroundModel(dataset_name=dataset_name)
     bkg.spectral_model.tilt.frozen = True
     return gm.Models([*out, bkg])

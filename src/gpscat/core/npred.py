@@ -29,11 +29,14 @@ from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
 from gpscat.core.response import (
     PsfProfile,
     cloud_in_cell,
+    combine_profiles,
     edisp_matrix_at,
     interp_exposure,
+    irf_corners,
     point_response,
     psf_kernels,
-    psf_profile_at,
+    psf_profiles,
+    valid_pixels,
 )
 from gpscat.models.sky import FoVBackgroundModel, SkyModel
 from gpscat.models.spatial import TemplateSpatialModel, integrate_geom, oversampling_factor
@@ -63,23 +66,31 @@ class _KernelStack:
     the kernel not to wrap flux from there back into the cutout.
     """
 
-    def __init__(self, kernels: list[np.ndarray], shape: tuple[int, int], *, support: int | None = None):
-        k = max(kern.shape[0] // 2 for kern in kernels)
+    def __init__(self, kernel_sets: list[list[np.ndarray]], shape: tuple[int, int], *, support: int | None = None):
+        k = max(kern.shape[0] // 2 for kernels in kernel_sets for kern in kernels)
         half = min(shape) // 2
         pad = k if support is None else max(0, k + support - half)
         self.shape = shape
         self.fft_shape = (next_fast_len(shape[0] + pad, True), next_fast_len(shape[1] + pad, True))
         # kernel centre at index (0, 0), negative offsets wrapped: output aligned with input
-        stack = np.zeros((len(kernels),) + self.fft_shape)
-        for i, kern in enumerate(kernels):
-            h = kern.shape[0] // 2
-            idy = np.arange(-h, h + 1) % self.fft_shape[0]
-            idx = np.arange(-h, h + 1) % self.fft_shape[1]
-            stack[i][np.ix_(idy, idx)] = kern
-        self.kernel_fft = rfft2(stack)
+        stack = np.zeros((len(kernel_sets), len(kernel_sets[0])) + self.fft_shape)
+        for j, kernels in enumerate(kernel_sets):
+            for i, kern in enumerate(kernels):
+                h = kern.shape[0] // 2
+                idy = np.arange(-h, h + 1) % self.fft_shape[0]
+                idx = np.arange(-h, h + 1) % self.fft_shape[1]
+                stack[j, i][np.ix_(idy, idx)] = kern
+        self.kernel_fft = rfft2(stack)  # (n_sets, n_true, ...)
+        self._weights = None
+        self._combined = None
 
-    def convolve(self, images: np.ndarray) -> np.ndarray:
-        full = irfft2(rfft2(images, s=self.fft_shape) * self.kernel_fft, s=self.fft_shape)
+    def convolve(self, images: np.ndarray, weights) -> np.ndarray:
+        """Convolve with the kernels interpolated with ``weights`` (one per kernel set)."""
+        weights = np.asarray(weights, dtype=float)
+        if self._weights is None or not np.array_equal(weights, self._weights):
+            self._combined = np.tensordot(weights, self.kernel_fft, axes=1)
+            self._weights = weights
+        full = irfft2(rfft2(images, s=self.fft_shape) * self._combined, s=self.fft_shape)
         ny, nx = self.shape
         return full[:, :ny, :nx]
 
@@ -109,6 +120,11 @@ class SourceEvaluator:
         self.dataset = dataset
         self.psf_containment = psf_containment
         self.point_method = point_method
+        self._psf_valid = valid_pixels(dataset.psf) if dataset.psf is not None else None
+        self._edisp_valid = valid_pixels(dataset.edisp) if dataset.edisp is not None else None
+        self._profile_cache: dict = {}
+        self._corners = None
+        self._irf_cell = None
         self._geom: WcsGeom | None = None
         self._spatial_key = None
         self._spectral_key = None
@@ -151,17 +167,32 @@ class SourceEvaluator:
             f = oversampling_factor(sp, self.dataset.geom.binsz)
             if f > 2 * self._oversample or 2 * f < self._oversample:
                 return True
+        if self._irf_cell is not None and self._irf_weights(lon, lat)[1] != self._irf_cell:
+            return True
         return off + self._radius_needed() > self._half_width - self._geom.binsz
+
+    def _irf_weights(self, lon: float, lat: float):
+        """Bilinear weights of the PSF's coarse pixels at the position, and their cell."""
+        corners, weights, cell = irf_corners(self.dataset.psf, lon, lat, self.dataset.geom.frame, valid=self._psf_valid)
+        if self._corners is not None and corners != self._corners:
+            return None, None  # another cell (or another nearest valid pixel): set up again
+        return weights, cell
 
     def _setup(self, lon: float, lat: float) -> None:
         ds, geom = self.dataset, self.dataset.geom
         frame, nbin = geom.frame, self._etrue.nbin
-        self._profile = (
-            psf_profile_at(ds.psf, lon, lat, frame, containment=self.psf_containment)
-            if ds.psf is not None
-            else PsfProfile(np.zeros(nbin), np.zeros((nbin, 2)), np.zeros(nbin), np.zeros(nbin))
-        )
-        self._edisp = edisp_matrix_at(ds.edisp, lon, lat, frame) if ds.edisp is not None else np.eye(nbin)
+        if ds.psf is not None:
+            self._corners = None
+            corners, weights, self._irf_cell = irf_corners(ds.psf, lon, lat, frame, valid=self._psf_valid)
+            key = tuple(corners)
+            if key not in self._profile_cache:
+                self._profile_cache = {key: psf_profiles(ds.psf, corners, containment=self.psf_containment)}
+            self._corners = corners
+            self._profiles = self._profile_cache[key]
+            self._profile = combine_profiles(self._profiles, weights)
+        else:
+            self._profiles = [PsfProfile(np.zeros(nbin), np.zeros((nbin, 2)), np.zeros(nbin), np.zeros(nbin))]
+            self._profile = self._profiles[0]
         rmax = float(self._profile.rmax.max())
         margin = max(_MARGIN_DEG, _MARGIN_PIX * geom.binsz)
         half = self._model_radius(lon, lat) + rmax + margin
@@ -198,7 +229,8 @@ class SourceEvaluator:
             self._kernel_fft = None
         else:
             k = int(np.ceil(rmax * stretch / geom.binsz)) + 1
-            kernels = psf_kernels(_box_geom(geom, ix - k, iy - k, 2 * k + 1, 2 * k + 1), self._profile)
+            kgeom = _box_geom(geom, ix - k, iy - k, 2 * k + 1, 2 * k + 1)
+            kernels = [psf_kernels(kgeom, p) for p in self._profiles]
             # pad the FFT only as far as flux from the model's support could wrap around
             support = int(np.ceil(self._model_radius(lon, lat) * stretch / geom.binsz)) + 2
             if clipped or isinstance(sp, TemplateSpatialModel):
@@ -209,8 +241,10 @@ class SourceEvaluator:
     # -- evaluation
     def _compute_response(self, lon: float, lat: float) -> np.ndarray:
         sp = self.model.spatial_model
+        weights = self._irf_weights(lon, lat)[0] if self.dataset.psf is not None else np.ones(1)
         if sp.is_point and self.point_method == "exact":
-            frac = point_response(self._geom, lon, lat, self._profile, coord_cache=self._coord_cache)
+            profile = combine_profiles(self._profiles, weights)
+            frac = point_response(self._geom, lon, lat, profile, coord_cache=self._coord_cache)
             x, y = self._geom.coord_to_pix(lon, lat)
             return frac * interp_exposure(self._exposure, float(x), float(y))[:, None, None]
         if sp.is_point:
@@ -225,7 +259,7 @@ class SourceEvaluator:
             if self._renormalize and not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):
                 total = frac.sum()
                 frac = frac / total if total > 0 else frac
-        return np.clip(self._kernel_fft.convolve(self._exposure * frac), 0, None)
+        return np.clip(self._kernel_fft.convolve(self._exposure * frac, weights), 0, None)
 
     def evaluate(self) -> tuple[tuple[slice, slice], np.ndarray]:
         """Predicted counts of the source: (parent slices, cutout data (n_reco, ny, nx))."""
@@ -237,6 +271,12 @@ class SourceEvaluator:
         sp_key = (self.model.spatial_model.value_key(), self.model.spatial_model.frame)
         sp_changed = sp_key != self._spatial_key
         if sp_changed:
+            ds = self.dataset
+            self._edisp = (
+                edisp_matrix_at(ds.edisp, lon, lat, ds.geom.frame, valid=self._edisp_valid)
+                if ds.edisp is not None
+                else np.eye(self._etrue.nbin)
+            )
             resp = self._compute_response(lon, lat)[(...,) + self._cut_sl]
             self._cut_shape = resp.shape[1:]
             self._response = np.ascontiguousarray(resp.reshape(resp.shape[0], -1))  # (n_true, n_pix)

@@ -2,12 +2,15 @@
 
 * :func:`psf_profile_at` — the radial PSF of a dataset's PSF map at a position, per
   true-energy bin, resampled on a fine grid (monotone cubic interpolation of the tabulated
-  profile, truncated with a smooth taper at the ``containment`` radius);
+  profile, truncated with a smooth taper at the ``containment`` radius), interpolated
+  bilinearly between the coarse IRF pixels (:func:`irf_corners`, :func:`psf_profiles`,
+  :func:`combine_profiles`): a continuous function of the position;
 * :func:`point_response` — the fraction of a point source's flux in each pixel, with the
   PSF evaluated at the *exact* offset of sub-pixel centres from the source, so that the
   prediction is a smooth function of the source position below the pixel scale;
 * :func:`psf_kernels` — the same at a pixel centre: convolution kernels for extended models;
-* :func:`edisp_matrix_at` — the energy-dispersion matrix (true bin → reco bin) at a position;
+* :func:`edisp_matrix_at` — the energy-dispersion matrix (true bin → reco bin) at a
+  position, bilinear between coarse pixels;
 * :func:`interp_exposure` — exposure at a point, bilinear in the pixel grid.
 """
 
@@ -23,16 +26,21 @@ from gpscat.core.geom import Map, WcsGeom, angular_separation
 __all__ = [
     "PsfProfile",
     "cloud_in_cell",
+    "combine_profiles",
     "edisp_matrix_at",
     "interp_exposure",
+    "irf_corners",
     "nearest_valid_pixel",
     "oversample_for",
     "point_response",
     "psf_kernels",
     "psf_profile_at",
+    "psf_profiles",
+    "valid_pixels",
 ]
 
 _MAX_OVERSAMPLE = 10
+_MAX_SAMPLES = 4_000_000  # sub-pixels in one PSF box
 _N_FINE = 2048
 _TAPER_START = 0.8
 
@@ -60,48 +68,108 @@ class PsfProfile:
         return np.interp(r, grid, self.values[i], right=0.0)
 
 
-def nearest_valid_pixel(m: Map, lon: float, lat: float, frame: str) -> tuple[int, int]:
+def valid_pixels(m: Map) -> np.ndarray:
+    """Pixels (ny, nx) of an IRF map whose data are not all zero (inside some field of view)."""
+    return np.abs(np.nan_to_num(m.data.reshape((-1,) + m.geom.shape))).sum(axis=0) > 0
+
+
+def nearest_valid_pixel(m: Map, lon: float, lat: float, frame: str, *, valid: np.ndarray | None = None) -> tuple[int, int]:
     """(iy, ix) of the pixel of ``m`` nearest to the position whose data are not all zero."""
-    planes = np.abs(np.nan_to_num(m.data.reshape((-1,) + m.geom.shape))).sum(axis=0)
     x, y = m.geom.coord_to_pix(lon, lat, frame)
-    ix = int(np.clip(np.floor(float(x) + 0.5), 0, m.geom.npix[0] - 1))
-    iy = int(np.clip(np.floor(float(y) + 0.5), 0, m.geom.npix[1] - 1))
-    if planes[iy, ix] > 0:
+    return _nearest_valid(valid_pixels(m) if valid is None else valid, float(x), float(y))
+
+
+def _nearest_valid(valid: np.ndarray, x: float, y: float) -> tuple[int, int]:
+    ny, nx = valid.shape
+    ix = int(np.clip(np.floor(x + 0.5), 0, nx - 1))
+    iy = int(np.clip(np.floor(y + 0.5), 0, ny - 1))
+    if valid[iy, ix]:
         return iy, ix
-    valid = np.argwhere(planes > 0)
-    if valid.size == 0:
+    cand = np.argwhere(valid)
+    if cand.size == 0:
         raise ValueError("IRF map has no valid (non-zero) pixel")
-    j = np.argmin((valid[:, 0] - float(y)) ** 2 + (valid[:, 1] - float(x)) ** 2)
-    return int(valid[j, 0]), int(valid[j, 1])
+    j = np.argmin((cand[:, 0] - y) ** 2 + (cand[:, 1] - x) ** 2)
+    return int(cand[j, 0]), int(cand[j, 1])
+
+
+def irf_corners(m: Map, lon: float, lat: float, frame: str, *, valid: np.ndarray | None = None):
+    """Bilinear interpolation of a coarse IRF map at a position.
+
+    Returns the 4 pixels ``[(iy, ix), ...]`` around the position (a pixel without data is
+    replaced by the nearest one with data), their weights (sum 1), and the cell (the
+    lower-left pixel) — the corners are the same everywhere inside one cell.
+    """
+    valid = valid_pixels(m) if valid is None else valid
+    ny, nx = valid.shape
+    x, y = (float(v) for v in m.geom.coord_to_pix(lon, lat, frame))
+    x, y = float(np.clip(x, 0, nx - 1)), float(np.clip(y, 0, ny - 1))
+    x0, y0 = min(int(np.floor(x)), max(nx - 2, 0)), min(int(np.floor(y)), max(ny - 2, 0))
+    fx, fy = min(x - x0, 1.0), min(y - y0, 1.0)
+    corners, weights = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            cy, cx = min(y0 + dy, ny - 1), min(x0 + dx, nx - 1)
+            corners.append(_nearest_valid(valid, cx, cy) if not valid[cy, cx] else (cy, cx))
+            weights.append(wx * wy)
+    return corners, np.array(weights), (x0, y0)
+
+
+def combine_profiles(profiles: list[PsfProfile], weights) -> PsfProfile:
+    """Weighted sum of profiles on common grids (as made by :func:`psf_profiles`)."""
+    values = np.tensordot(np.asarray(weights, dtype=float), np.stack([p.values for p in profiles]), axes=1)
+    first = profiles[0]
+    return PsfProfile(first.dr, values, first.rmax, first.r68)
 
 
 def psf_profile_at(psf: Map, lon: float, lat: float, frame: str, *, containment: float = 0.999) -> PsfProfile:
-    """Radial PSF of the PSF map ``psf`` (axes ``rad``, ``energy_true``) near (lon, lat)."""
+    """Radial PSF of the PSF map ``psf`` (axes ``rad``, ``energy_true``) at (lon, lat),
+    bilinearly interpolated between the coarse pixels around it."""
+    corners, weights, _ = irf_corners(psf, lon, lat, frame)
+    return combine_profiles(psf_profiles(psf, corners, containment=containment), weights)
+
+
+def psf_profiles(psf: Map, pixels, *, containment: float = 0.999) -> list[PsfProfile]:
+    """Radial PSFs of the coarse pixels ``[(iy, ix), ...]`` of ``psf``, on common grids.
+
+    Per true-energy bin the grid runs to the largest ``containment`` radius of the pixels
+    (the profiles are then linear in the weights of :func:`combine_profiles`); ``r68`` is
+    the smallest 68% radius (it sets the sub-pixel sampling).
+    """
     if not 0 < containment <= 1:
         raise ValueError(f"containment must be in (0, 1], got {containment}")
-    iy, ix = nearest_valid_pixel(psf, lon, lat, frame)
     rad = psf.axis("rad")
-    table = np.asarray(psf.data[..., iy, ix], dtype=float)  # (n_energy, n_rad)
     nodes = rad.center
-    ne = table.shape[0]
-    dr, values = np.zeros(ne), np.zeros((ne, _N_FINE))
-    rmax, r68 = np.zeros(ne), np.zeros(ne)
+    ne = psf.data.shape[0]
     r_tab = np.linspace(0.0, rad.edges[-1], 4 * _N_FINE)
-    for i in range(ne):  # loop over energy bins only; each step is vectorised
-        v = np.clip(np.nan_to_num(table[i]), 0, None)
-        if not np.any(v > 0):
-            continue
-        interp = _radial_interpolator(nodes, v)
-        cont = _containment(r_tab, interp(r_tab))
-        if cont[-1] <= 0:
-            continue
-        cont /= cont[-1]
-        rmax[i] = max(float(np.interp(containment, cont, r_tab)), r_tab[1])
-        r68[i] = max(float(np.interp(0.68, cont, r_tab)), r_tab[1] / 4)
-        grid = np.linspace(0.0, rmax[i], _N_FINE)
-        dr[i] = grid[1]
-        values[i] = interp(grid) * _taper(grid / rmax[i])
-    return PsfProfile(dr, values, rmax, r68)
+    npx = len(pixels)
+    rmax_k, r68_k = np.zeros((npx, ne)), np.full((npx, ne), np.inf)
+    interps = [[None] * ne for _ in range(npx)]
+    for k, (iy, ix) in enumerate(pixels):
+        table = np.asarray(psf.data[..., iy, ix], dtype=float)  # (n_energy, n_rad)
+        for i in range(ne):  # loops over pixels and energy bins only; each step is vectorised
+            v = np.clip(np.nan_to_num(table[i]), 0, None)
+            if not np.any(v > 0):
+                continue
+            interp = _radial_interpolator(nodes, v)
+            cont = _containment(r_tab, interp(r_tab))
+            if cont[-1] <= 0:
+                continue
+            cont /= cont[-1]
+            interps[k][i] = interp
+            rmax_k[k, i] = max(float(np.interp(containment, cont, r_tab)), r_tab[1])
+            r68_k[k, i] = max(float(np.interp(0.68, cont, r_tab)), r_tab[1] / 4)
+    rmax = rmax_k.max(axis=0)
+    r68 = np.where(np.isfinite(r68_k.min(axis=0)), r68_k.min(axis=0), 0.0)
+    dr = np.where(rmax > 0, rmax / (_N_FINE - 1), 0.0)
+    out = []
+    for k in range(npx):
+        values = np.zeros((ne, _N_FINE))
+        for i in range(ne):
+            if interps[k][i] is not None:
+                grid = np.arange(_N_FINE) * dr[i]
+                values[i] = interps[k][i](grid) * _taper(grid / rmax[i])
+        out.append(PsfProfile(dr, values, rmax, r68))
+    return out
 
 
 def _radial_interpolator(nodes: np.ndarray, v: np.ndarray):
@@ -129,7 +197,8 @@ def _local_scale(geom: WcsGeom, x: float, y: float) -> float:
     lon, lat = geom.pix_to_coord(np.array([x, x + 1, x]), np.array([y, y, y + 1]))
     sx = angular_separation(lon[0], lat[0], lon[1], lat[1])
     sy = angular_separation(lon[0], lat[0], lon[2], lat[2])
-    return float(min(sx, sy))
+    # near a CAR pole a pixel step in longitude shrinks to nothing: bound the box size
+    return float(max(min(sx, sy), 0.05 * geom.binsz))
 
 
 def oversample_for(profile: PsfProfile, binsz: float) -> np.ndarray:
@@ -172,16 +241,17 @@ def point_response(
     v0 = _unit_vector(np.radians(lon), np.radians(lat))
     for i in np.flatnonzero(profile.rmax <= 0):
         out[i] = cloud_in_cell(geom.shape, x, y)
-    for f in np.unique(f_all[profile.rmax > 0]):  # one distance computation per sampling
-        sel = np.flatnonzero((f_all == f) & (profile.rmax > 0))
+    for f_set in np.unique(f_all[profile.rmax > 0]):  # one distance computation per sampling
+        sel = np.flatnonzero((f_all == f_set) & (profile.rmax > 0))
         kmax = int(ks[sel].max())
-        vec = _subpixel_vectors(geom, ix - kmax, ix + kmax + 1, iy - kmax, iy + kmax + 1, int(f), cache)
+        f = int(max(1, min(f_set, np.sqrt(_MAX_SAMPLES) / (2 * kmax + 1))))  # memory bound (degenerate boxes)
+        vec = _subpixel_vectors(geom, ix - kmax, ix + kmax + 1, iy - kmax, iy + kmax + 1, f, cache)
         chord = np.sqrt(np.sum((vec - v0[:, None, None]) ** 2, axis=0))
         r = np.degrees(2 * np.arcsin(np.clip(0.5 * chord, 0, 1)))
         for i in sel:
             k = int(ks[i])
-            o = (kmax - k) * int(f)
-            n = (2 * k + 1) * int(f)
+            o = (kmax - k) * f
+            n = (2 * k + 1) * f
             vals = profile(i, r[o : o + n, o : o + n]).reshape(2 * k + 1, f, 2 * k + 1, f).mean(axis=(1, 3))
             vals *= _box_solid_angle(geom, ix, iy, k, cache)
             total = vals.sum()
@@ -256,13 +326,14 @@ def psf_kernels(geom: WcsGeom, profile: PsfProfile, *, oversample: np.ndarray | 
     return kernels
 
 
-def edisp_matrix_at(edisp: Map, lon: float, lat: float, frame: str) -> np.ndarray:
-    """Energy-dispersion matrix (n_true, n_reco) of an edisp kernel map near (lon, lat)."""
+def edisp_matrix_at(edisp: Map, lon: float, lat: float, frame: str, *, valid: np.ndarray | None = None) -> np.ndarray:
+    """Energy-dispersion matrix (n_true, n_reco) at (lon, lat), bilinear between coarse pixels."""
     names = [a.name for a in edisp.axes]
     if names != ["energy", "energy_true"]:
         raise ValueError(f"edisp map must have axes ('energy', 'energy_true'), got {names}")
-    iy, ix = nearest_valid_pixel(edisp, lon, lat, frame)
-    return np.nan_to_num(np.asarray(edisp.data[..., iy, ix], dtype=float))
+    corners, weights, _ = irf_corners(edisp, lon, lat, frame, valid=valid)
+    mats = np.stack([np.nan_to_num(np.asarray(edisp.data[..., iy, ix], dtype=float)) for iy, ix in corners])
+    return np.tensordot(weights, mats, axes=1)
 
 
 def interp_exposure(exposure: np.ndarray, x: float, y: float) -> np.ndarray:
