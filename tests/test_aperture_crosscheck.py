@@ -178,7 +178,7 @@ def test_crab_aperture_spectrum_agrees_with_gammapy(gp, shared_data):
         assert abs(p.value - value) < 0.3 * error, name
         assert p.error == pytest.approx(error, rel=0.05), name
     # exposure with the PSF containment correction, in the safe range
-    np.testing.assert_allclose(stacked.exposure, gp["exposure"], rtol=5e-3)
+    np.testing.assert_allclose(stacked.exposure, gp["exposure"], rtol=1e-3)
     ok = fp["success"]
     assert ok.all()
     np.testing.assert_allclose(fp["e_min"], gp["flux_points"]["e_min"], rtol=1e-6)
