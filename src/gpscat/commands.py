@@ -227,6 +227,18 @@ def _associate(p: argparse.ArgumentParser):
     return run
 
 
+@command("aperture", "aperture spectra of catalog sources: reflected-region ON/OFF spectra, WStat fits, flux points")
+def _aperture(p: argparse.ArgumentParser):
+    p.add_argument("--sources", required=True, type=Path, help="source table (FITS: Source_ID, GLON, GLAT, optional R_Spec/R68/Size)")
+    p.add_argument("--output", required=True, type=Path, help="results/catalog/aperture_spectra.fits")
+    p.add_argument("--exclusion", type=Path, default=None, help="exclusion.fits (HDU EXCLUSION_MASK, 1 = usable)")
+
+    def run(cfg: Config, args):
+        _stage("aperture").run(cfg, sources=args.sources, output=args.output, exclusion=args.exclusion)
+
+    return run
+
+
 @command("release", "bundle the catalog products, exact config, input checksums and versions into a verifiable archive")
 def _release(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path, help="release/<name>-<version>.tar.gz")
