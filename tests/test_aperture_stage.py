@@ -118,12 +118,18 @@ def test_bad_input_tables(shared_data, tmp_path):
 
 def test_cli_with_params(shared_data, tmp_path, caplog):
     cfg = crab_config(shared_data, model="ecpl", containment_correction=False, fit_range=["1 TeV", "30 TeV"])
-    src = tmp_path / "sources.fits"
-    Table({"Source_Name": ["crab"], "RAJ2000": [83.633], "DEJ2000": [22.014], "R68": [0.1]}).write(src)
+    # two files: HDU SOURCES (after another table) and a plain table; stacked in order
+    src, more = tmp_path / "group_1.fits", tmp_path / "group_2.fits"
+    sources = fits.table_to_hdu(Table({"Source_Name": ["crab"], "RAJ2000": [83.633], "DEJ2000": [22.014], "R68": [0.1]}))
+    sources.name = "SOURCES"
+    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(Table({"X": [1]})), sources]).writeto(src)
+    Table({"Source_Name": ["far"], "RAJ2000": [10.0], "DEJ2000": [-5.0]}).write(more)
     out = tmp_path / "out.fits"
-    args = ["aperture", "--params", json.dumps(cfg), "--sources", str(src), "--output", str(out)]
+    args = ["aperture", "--params", json.dumps(cfg), "--sources", str(src), str(more), "--output", str(out)]
     assert main(args) == 0
-    row = Table.read(out, hdu="SPECTRA")[0]
+    table = Table.read(out, hdu="SPECTRA")
+    assert list(table["Source_ID"]) == ["crab", "far"] and table["Fit_Status"][1] == "no observation"
+    row = table[0]
     assert row["Source_ID"] == "crab" and row["Spectral_Model"] == "ExpCutoffPowerLawSpectralModel"
     assert row["R_Spec"] == pytest.approx(0.15)  # R68 = 0.1 -> R70 = 0.103, below the 0.15 deg minimum
     assert np.isfinite(row["Lambda"]) and row["Containment_1TeV"] == 1.0

@@ -7,9 +7,11 @@ whole ON circle inside), reflected OFF circles that avoid the exclusion mask
 spectra stacked; a WStat fit of ``aperture.model`` and flux points
 (:mod:`gpscat.core.spectrum_fit`).  Each observation is read once for all its sources.
 
-Input: a FITS table with an identifier (``Source_ID``, else ``Source_Name``, ``ID`` or
-``Name``), a position (``GLON``/``GLAT``, else ``RAJ2000``/``DEJ2000`` or ``RA``/``DEC``) and
-optionally a size (``R_Spec``, ``R68`` or ``Size``, deg; see :func:`spectral_radius`).
+Input: one or several FITS tables (HDU ``SOURCES`` if present — the fit stage's per-group
+files —, else the first table HDU) with an identifier (``Source_ID``, else
+``Source_Name``, ``ID`` or ``Name``), a position (``GLON``/``GLAT``, else
+``RAJ2000``/``DEJ2000`` or ``RA``/``DEC``) and optionally a size (``R_Spec``, ``R68`` or
+``Size``, deg; see :func:`spectral_radius`).
 
 Output ``results/catalog/aperture_spectra.fits`` (every table has its full schema, also
 when empty):
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 from gpscat.config import Config, EnergyAxisConfig, quantity
 from gpscat.core.association import R68_PER_SIGMA
@@ -386,18 +388,24 @@ def _rows_table(columns: dict, rows: list[dict], ids: np.ndarray) -> Table:
     return t
 
 
-def _read_sources(path: str | os.PathLike) -> Table:
-    with fits.open(path) as hdus:
-        hdu = next((h for h in hdus if isinstance(h, fits.BinTableHDU)), None)
-        if hdu is None:
-            raise ValueError(f"{path}: no table HDU with the sources")
-        return Table.read(hdu)
+def _read_sources(paths: Sequence[str | os.PathLike]) -> Table:
+    """The sources of one or several files (HDU ``SOURCES`` if present, else the first table)."""
+    tables = []
+    for path in paths:
+        with fits.open(path) as hdus:
+            hdu = hdus["SOURCES"] if "SOURCES" in hdus else next((h for h in hdus if isinstance(h, fits.BinTableHDU)), None)
+            if hdu is None:
+                raise ValueError(f"{path}: no table HDU with the sources")
+            tables.append(Table.read(hdu))
+    if not tables:
+        raise ValueError("no source file given")
+    return tables[0] if len(tables) == 1 else vstack(tables, join_type="outer", metadata_conflicts="silent")
 
 
 def run(
     cfg: Config,
     *,
-    sources: str | os.PathLike | Table,
+    sources: str | os.PathLike | Sequence[str | os.PathLike] | Table,
     output: str | os.PathLike,
     exclusion: str | os.PathLike | None = None,
     store: DataStore | None = None,
@@ -409,8 +417,9 @@ def run(
     ----------
     cfg : Config
         Reads ``aperture``, and ``data`` (store, selection) unless ``store``/``obs_ids`` are given.
-    sources : path-like or Table
-        Source table (first table HDU of a FITS file).
+    sources : path-like, sequence of path-like, or Table
+        Source table(s): HDU ``SOURCES`` of each FITS file if present (the fit stage's
+        per-group files), else its first table HDU; several files are stacked.
     output : path-like
         ``results/catalog/aperture_spectra.fits``.
     exclusion : path-like, optional
@@ -421,7 +430,10 @@ def run(
         Default: the run's observation selection.
     """
     s = _settings(cfg)
-    table = sources if isinstance(sources, Table) else _read_sources(sources)
+    if isinstance(sources, Table):
+        table = sources
+    else:
+        table = _read_sources([sources] if isinstance(sources, str | os.PathLike) else list(sources))
     store = store or open_store(cfg)
     obs_ids = list(obs_ids) if obs_ids is not None else select_observations(cfg, store)
     excl = None
