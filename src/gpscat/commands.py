@@ -229,7 +229,7 @@ def _associate(p: argparse.ArgumentParser):
 
 @command("aperture", "aperture spectra of catalog sources: reflected-region ON/OFF spectra, WStat fits, flux points")
 def _aperture(p: argparse.ArgumentParser):
-    p.add_argument("--sources", required=True, type=Path, help="source table (FITS: Source_ID, GLON, GLAT, optional R_Spec/R68/Size)")
+    p.add_argument("--sources", required=True, type=Path, nargs="+", help="source table(s) (FITS: Source_ID, GLON, GLAT, optional R_Spec/R68/Size; HDU SOURCES if present)")
     p.add_argument("--output", required=True, type=Path, help="results/catalog/aperture_spectra.fits")
     p.add_argument("--exclusion", type=Path, default=None, help="exclusion.fits (HDU EXCLUSION_MASK, 1 = usable)")
 
