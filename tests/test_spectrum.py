@@ -198,6 +198,11 @@ def test_snap_edges_and_errors(wobble):
     np.testing.assert_allclose(snap_edges(E_RECO, [1.0, 1.05, 10.0]), E_RECO.edges[[8, 16]])
     with pytest.raises(ValueError, match="events and the aeff"):
         extract(Observation(1, (0.0, 0.0), GTI(np.zeros(1), np.ones(1), 0.0), 1.0))
+    with pytest.raises(ValueError, match="event_offsets"):
+        extract(wobble[0], event_offsets=np.zeros(3))
+    ev = wobble[0].events
+    given = extract(wobble[0], event_offsets=angular_separation(ev.ra, ev.dec, *wobble[0].pointing))
+    np.testing.assert_array_equal(given.counts_off, extract(wobble[0]).counts_off)
     with pytest.raises(ValueError, match="unknown safe-mask"):
         extract(wobble[0], safe_mask_methods=("offset-max",))
     with pytest.raises(ValueError, match="counts has shape"):

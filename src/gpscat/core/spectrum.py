@@ -145,8 +145,8 @@ def safe_energy_range(obs, methods: Sequence[str], *, offset: float, aeff_percen
     emax = None
     if "aeff-default" in methods:
         lo, hi = obs.safe_energy_range
-        if lo is None and hi is None:
-            log.warning("obs %s: no default safe energy range (AEFF LO_THRES/HI_THRES or obs-index)", obs.obs_id)
+        if lo is None and hi is None:  # callers say so once per observation
+            log.debug("obs %s: no default safe energy range (AEFF LO_THRES/HI_THRES or obs-index)", obs.obs_id)
         lows += [lo] if lo is not None else []
         emax = hi
     if "aeff-max" in methods:
@@ -177,6 +177,7 @@ def extract_spectrum(
     containment_correction: bool = True,
     reflected: dict | None = None,
     off_regions: ReflectedRegions | None = None,
+    event_offsets: np.ndarray | None = None,
     name: str = "",
 ) -> OnOffSpectrum:
     """ON/OFF spectrum of one observation in a circle around a target.
@@ -200,6 +201,9 @@ def extract_spectrum(
         Keyword options of :func:`gpscat.core.reflected.reflected_regions`.
     off_regions : ReflectedRegions, optional
         OFF circles to use instead of finding them (ICRS, same radius as the ON circle).
+    event_offsets : ndarray, optional
+        Distance (deg) of each event from the pointing, when already known (several
+        targets in one observation).
     name : str
         Spectrum name (default ``obs_<id>``).
     """
@@ -216,7 +220,9 @@ def extract_spectrum(
     offset = float(angular_separation(ra, dec, p_ra, p_dec))
     ev = obs.events
     # events near the ring of circles only (a cheap cut before the per-circle distances)
-    ev_off = angular_separation(ev.ra, ev.dec, p_ra, p_dec)
+    ev_off = angular_separation(ev.ra, ev.dec, p_ra, p_dec) if event_offsets is None else np.asarray(event_offsets)
+    if ev_off.shape != ev.energy.shape:
+        raise ValueError(f"event_offsets has shape {ev_off.shape}, expected {ev.energy.shape}")
     near = np.abs(ev_off - offset) < radius
     e_near = ev.energy[near]
     on = in_circles(ev.ra[near], ev.dec[near], [ra], [dec], radius) >= 0

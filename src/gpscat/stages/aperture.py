@@ -330,6 +330,9 @@ def aperture_spectra(
                 raise
             log.warning("skipping observation %d: %s", oid, exc)
             continue
+        if "aeff-default" in s["safe_mask_methods"] and obs.safe_energy_range == (None, None):
+            log.warning("obs %d: no default safe energy range (AEFF LO_THRES/HI_THRES or obs-index): aeff-default cuts nothing", oid)
+        ev_off = angular_separation(obs.events.ra, obs.events.dec, p_ra, p_dec)
         excluded = None
         if exclusion is not None:
             excluded = excluded_points(*exclusion, center=(p_ra, p_dec), rmin=float((sep - radius)[use].min()),
@@ -339,7 +342,8 @@ def aperture_spectra(
                 obs, float(ra[i]), float(dec[i]), float(radius[i]), frame="icrs", energy_axis=s["energy_axis"],
                 energy_true_axis=s["energy_true_axis"], excluded=excluded, safe_mask_methods=s["safe_mask_methods"],
                 aeff_percent=s["aeff_percent"], bias_percent=s["bias_percent"],
-                containment_correction=s["containment_correction"], reflected=s["reflected"], name=f"obs_{oid}",
+                containment_correction=s["containment_correction"], reflected=s["reflected"], event_offsets=ev_off,
+                name=f"obs_{oid}",
             )
             if spec.meta["n_off_regions"][0] < s["min_regions"] or not spec.mask_safe.any():
                 log.info("source %s, obs %d: not used (%d OFF circles, %d safe bins)", ids[i], oid, spec.meta["n_off_regions"][0], spec.mask_safe.sum())
