@@ -200,7 +200,7 @@ def extract_spectrum(
     reflected : dict, optional
         Keyword options of :func:`gpscat.core.reflected.reflected_regions`.
     off_regions : ReflectedRegions, optional
-        OFF circles to use instead of finding them (ICRS, same radius as the ON circle).
+        OFF circles to use instead of finding them (ICRS; same radius and offset as the ON circle).
     event_offsets : ndarray, optional
         Distance (deg) of each event from the pointing, when already known (several
         targets in one observation).
