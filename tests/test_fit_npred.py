@@ -145,3 +145,22 @@ def test_prediction_matches_gammapy(tmp_path, kind):
     # point response is sharper than gammapy's (bilinear weights broaden it)
     tol = 0.12 if kind == "point" else 0.03
     assert np.abs(o - g).max() < tol * g.max()
+
+
+def test_energy_dependent_template():
+    ds = _flat_exposure(make_dataset(npix=60, binsz=0.02, nreco=2, edisp=False))
+    et = ds.energy_axis_true
+    tgeom = ds.geom.cutout(0.0, 0.0, 0.6)
+    lon, lat = tgeom.get_coord()
+    lon = (lon + 180) % 360 - 180
+    # a Gaussian blob whose width shrinks with energy: each plane normalised separately
+    widths = np.array([0.12, 0.05])
+    planes = np.exp(-0.5 * (lon**2 + lat**2)[None] / widths[:, None, None] ** 2)
+    tmpl = sm.TemplateSpatialModel(map=Map(tgeom, planes, (et,), ""), filename="t.fits")
+    model = SkyModel(sp.PowerLawSpectralModel(amplitude=1e-11), tmpl, name="t")
+    counts = npred_source(ds, model).data
+    expected = 1e4 * 1e10 * model.spectral_model.integral(et.lo, et.hi)
+    np.testing.assert_allclose(counts.sum(axis=(1, 2)), expected, rtol=0.02)
+    sep = ds.geom.separation(0.0, 0.0)
+    inner = [counts[i][sep < 0.06].sum() / counts[i].sum() for i in range(2)]
+    assert inner[1] > inner[0] + 0.2

@@ -225,6 +225,7 @@ class SourceEvaluator:
         sp = self.model.spatial_model
         self._oversample = 1 if sp.is_point else oversampling_factor(sp, geom.binsz)
         self._oversample = max(1, min(self._oversample, int(np.sqrt(_MAX_SAMPLES / expo[0].size))))
+        self._fine = self._geom.upsample(self._oversample) if self._oversample > 1 else self._geom
         if sp.is_point and self.point_method == "exact":
             self._kernel_fft = None
         else:
@@ -251,9 +252,9 @@ class SourceEvaluator:
             x, y = self._geom.coord_to_pix(lon, lat)
             frac = cloud_in_cell(self._geom.shape, float(x), float(y))
         elif isinstance(sp, TemplateSpatialModel) and sp.energy_nodes is not None:
-            frac = integrate_geom(sp, self._geom, oversample=self._oversample, energy=self._etrue.center)
+            frac = integrate_geom(sp, self._geom, oversample=self._oversample, energy=self._etrue.center, fine=self._fine)
         else:
-            frac = integrate_geom(sp, self._geom, oversample=self._oversample)
+            frac = integrate_geom(sp, self._geom, oversample=self._oversample, fine=self._fine)
             # the sum is 1 up to sampling errors when the whole model is in the cutout:
             # renormalising removes those errors (smoothly in the parameters)
             if self._renormalize and not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):

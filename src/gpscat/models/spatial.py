@@ -13,7 +13,6 @@ major axis, counted from north through east.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -374,13 +373,6 @@ class TemplateSpatialModel(SpatialModel):
         return self.map.geom.binsz
 
 
-@lru_cache(maxsize=8)
-def _upsampled(geom: WcsGeom, factor: int) -> WcsGeom:
-    """The sub-pixel grid of ``geom`` (kept so that its coordinates and solid angles,
-    cached on the grid object, are computed once per cutout)."""
-    return geom.upsample(factor) if factor > 1 else geom
-
-
 def oversampling_factor(model: SpatialModel, binsz: float) -> int:
     """Sub-pixels per pixel and axis so that the sub-pixel size resolves the model."""
     size = model.sample_size
@@ -389,13 +381,22 @@ def oversampling_factor(model: SpatialModel, binsz: float) -> int:
     return int(np.clip(np.ceil(binsz / size), 1, _MAX_OVERSAMPLE))
 
 
-def integrate_geom(model: SpatialModel, geom: WcsGeom, *, oversample: int | None = None, energy=None) -> np.ndarray:
+def integrate_geom(
+    model: SpatialModel,
+    geom: WcsGeom,
+    *,
+    oversample: int | None = None,
+    energy=None,
+    fine: WcsGeom | None = None,
+) -> np.ndarray:
     """Fraction of the model's flux in each pixel of ``geom``: shape (ny, nx).
 
     Each pixel is sampled on ``oversample``² sub-pixels (default: :func:`oversampling_factor`)
     and the surface brightness times the sub-pixel solid angle is summed.  Templates with
     an energy axis and ``energy`` given return (n_energy, ny, nx).  Point sources put all
     their flux in the pixel that contains them (use the PSF-aware prediction for maps).
+    ``fine`` is ``geom.upsample(oversample)`` kept by a caller that integrates often on the
+    same grid (its coordinates and solid angles are cached on the grid object).
     """
     if model.is_point:
         out = np.zeros(geom.shape)
@@ -406,7 +407,10 @@ def integrate_geom(model: SpatialModel, geom: WcsGeom, *, oversample: int | None
     f = oversampling_factor(model, geom.binsz) if oversample is None else int(oversample)
     if f < 1:
         raise ValueError(f"oversample must be >= 1, got {oversample}")
-    fine = _upsampled(geom, f)
+    if fine is None:
+        fine = geom.upsample(f) if f > 1 else geom
+    elif fine.npix != (geom.npix[0] * f, geom.npix[1] * f):
+        raise ValueError(f"fine grid {fine.npix} is not geom {geom.npix} upsampled {f} times")
     lon, lat = fine.get_coord(frame=model.frame)
     if isinstance(model, TemplateSpatialModel) and energy is not None:
         values = model(lon, lat, energy)
