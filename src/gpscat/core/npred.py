@@ -116,6 +116,8 @@ class SourceEvaluator:
             raise ValueError(f"point_method must be 'exact' or 'cic', got {point_method!r}")
         if model.spatial_model is None:
             raise ValueError(f"model {model.name!r} has no spatial model: cannot predict maps")
+        if not np.isfinite(model.spatial_model.evaluation_radius):
+            raise ValueError(f"model {model.name!r}: {model.spatial_model.tag[0]} has no finite extent; not supported in predictions")
         self.model = model
         self.dataset = dataset
         self.psf_containment = psf_containment
