@@ -239,6 +239,42 @@ def _aperture(p: argparse.ArgumentParser):
     return run
 
 
+@command("classify-train", "train the seed classifier on simulated skies (survey IRFs, the run's map and detect settings)")
+def _classify_train(p: argparse.ArgumentParser):
+    p.add_argument("--output", required=True, type=Path, help="classifier model (results/classify/model.joblib)")
+    p.add_argument("--report", required=True, type=Path, help="training report JSON (a Markdown summary is written next to it)")
+    p.add_argument("--confusion", required=True, type=Path, help="cross-validated confusion matrix PNG")
+    p.add_argument("--training-table", type=Path, default=None, help="also write the labelled training seeds (FITS)")
+    p.add_argument("--workdir", type=Path, default=None, help="folder for the training skies' temporary files")
+    p.add_argument("--threads", type=int, default=None, help="skies simulated in parallel (default classify.training.n_jobs)")
+
+    def run(cfg: Config, args):
+        _stage("classify").train(
+            cfg,
+            output_model=args.output,
+            report=args.report,
+            confusion_png=args.confusion,
+            training_table=args.training_table,
+            workdir=args.workdir,
+            n_jobs=args.threads,
+        )
+
+    return run
+
+
+@command("classify", "classify and rank seeds: class probabilities, P_Real, Rank, Selected; DS9 regions by class")
+def _classify(p: argparse.ArgumentParser):
+    p.add_argument("--seeds", required=True, type=Path, help="seeds_associated.fits (or seeds_detected.fits)")
+    p.add_argument("--model", required=True, type=Path, help="classifier model written by classify-train")
+    p.add_argument("--output", required=True, type=Path, help="results/seeds/seeds.fits")
+    p.add_argument("--regions", required=True, type=Path, help="results/seeds/seeds.reg")
+
+    def run(cfg: Config, args):
+        _stage("classify").apply(cfg, seeds=args.seeds, model=args.model, output=args.output, regions=args.regions)
+
+    return run
+
+
 @command("release", "bundle the catalog products, exact config, input checksums and versions into a verifiable archive")
 def _release(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path, help="release/<name>-<version>.tar.gz")
