@@ -14,6 +14,12 @@ from gpscat.workflow import (
 
 validate(config, str(SCHEMA_PATH))
 
+# Every job is single-threaded numpy; parallelism comes from Snakemake's scheduling. A
+# multi-threaded BLAS per job oversubscribes the cores (measured: a likelihood evaluation
+# 0.5 ms → 15 ms on 2 shared cores). Jobs inherit these unless the user set them.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 # one software environment for every rule (for --sdm conda); relative to the rule files
 CONDA_ENV = "../../envs/gpscat.yaml"
 
