@@ -161,8 +161,10 @@ class SourceEvaluator:
     def _needs_setup(self, lon: float, lat: float) -> bool:
         if self._geom is None:
             return True
-        x, y = self._geom.coord_to_pix(lon, lat)
-        cx, cy = self._geom.center_pix
+        # distance from the pixel the cutout was built around (not the cutout's centre: a
+        # cutout clipped by the map edge is off-centre, and must not be rebuilt every call)
+        x, y = self.dataset.geom.coord_to_pix(lon, lat)
+        cx, cy = self._setup_pix
         off = max(abs(float(x) - cx), abs(float(y) - cy)) * self._geom.binsz
         sp = self.model.spatial_model
         if not sp.is_point:
@@ -202,6 +204,7 @@ class SourceEvaluator:
         _, lat_g = geom.pix_to_coord(x, y)
         stretch = 1.0 / max(np.cos(np.radians(float(lat_g))), 0.05) if geom.proj == "CAR" else 1.0
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        self._setup_pix = (ix, iy)
         kx, ky = int(np.ceil(half * stretch / geom.binsz)) + 1, int(np.ceil(half / geom.binsz)) + 1
         # the cutout: the source's box, clipped to the map plus the PSF reach around it
         pad_x, pad_y = int(np.ceil((rmax + margin) * stretch / geom.binsz)) + 2, int(np.ceil((rmax + margin) / geom.binsz)) + 2
