@@ -355,3 +355,11 @@ def test_model_file_checks(tmp_path):
     joblib.dump({"format": "something-else"}, tmp_path / "m.joblib")
     with pytest.raises(ValueError, match="not a gpscat seed classifier"):
         read_classifier(tmp_path / "m.joblib")
+
+
+def test_docs_list_every_classify_column():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "classify.md").read_text(encoding="utf-8")
+    missing = [c for c in CLASSIFY_COLUMNS if f"`{c}`" not in text]
+    assert not missing, f"docs/classify.md lacks columns {missing}"

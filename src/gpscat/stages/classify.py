@@ -240,7 +240,7 @@ def train(
     datasets = [d for d in str(seeds.meta.get("DATASETS", "")).split(",") if d]
     radii = [float(r) for r in str(seeds.meta.get("RADII", "")).split(",") if r]
     provenance = {
-        "seed": params.seed, "n_skies": params.n_skies, "n_seeds": len(seeds), "irf": str(seeds.meta.get("TRAINIRF", params.irf)),
+        "seed": int(seeds.meta.get("TRSEED", params.seed)), "n_skies": int(np.unique(groups).size), "n_seeds": len(seeds), "irf": str(seeds.meta.get("TRAINIRF", params.irf)),
         "livetime_s": float(seeds.meta.get("LIVETIME", np.nan)),
         "config_hash": cfg.hash, "classify_hash": _hash(cfg, ("classify", "datasets", "significance", "detect", "background")),
         "n_pointings": params.n_pointings, "sources_per_sky": params.sky.n_sources,
@@ -256,6 +256,8 @@ def train(
         "features": names, "dropped_features": [n for n, k in zip(names_all, keep, strict=True) if not k], "cv_folds": n_splits,
         "cross_validation": cv, "by_significance": _by_significance(labels, proba_cv, sqrt_ts, threshold, min_sig),
         "duplicates": int(np.sum(np.asarray(seeds["Duplicate"]))) if "Duplicate" in seeds.colnames else None,
+        "unrecognised_shells": (int(np.sum((np.asarray(seeds["Truth_Class"]).astype(str) == "shell") & (labels == "extended")))
+                                if "Truth_Class" in seeds.colnames else None),
         "importance": importance, "sklearn_version": sklearn.__version__, "gpscat_version": __version__,
         "timing": {"skies_s": t_skies, "total_s": time.perf_counter() - t0},
     }
