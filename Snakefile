@@ -16,6 +16,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/maps.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/associate.smk"
+include: "workflow/rules/classify.smk"
 include: "workflow/rules/release.smk"
 
 

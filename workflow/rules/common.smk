@@ -82,6 +82,9 @@ def release_products():
         "results/seeds/seeds_detected.fits",
         "results/seeds/seeds_detected.reg",
         "results/seeds/seeds_associated.fits",
+        "results/seeds/seeds.fits",
+        "results/seeds/seeds.reg",
+        "results/classify/training_report.json",
     ]
 
 
@@ -109,7 +112,7 @@ def final_outputs():
     for ds in DATASETS:
         out += significance_outputs(config, ds)
     out += ["results/seeds/seeds_detected.fits", "results/seeds/seeds_detected.reg"]
-    out += ["results/seeds/seeds_associated.fits"]
+    out += ["results/seeds/seeds_associated.fits", "results/seeds/seeds.fits", "results/seeds/seeds.reg"]
     if config["simulation"]["enabled"]:
         out += [os.path.join(config["data"]["store"], "truth", "truth.fits")]
     return out
