@@ -309,3 +309,69 @@ def _verify_release(p: argparse.ArgumentParser):
         log.info("%s verifies against its manifest", args.archive)
 
     return run
+
+
+@command("group", "group overlapping seeds for the fits; write groups.fits and the start models (the checkpoint)")
+def _group(p: argparse.ArgumentParser):
+    p.add_argument("--seeds", required=True, type=Path, help="seeds.fits (or seeds_associated.fits / seeds_detected.fits)")
+    p.add_argument("--output-dir", required=True, type=Path, help="results/groups")
+    p.add_argument("--datasets", nargs="*", type=Path, default=[], help="stacked dataset.fits files (PSF)")
+
+    def run(cfg: Config, args):
+        _stage("group").run(cfg, seeds=args.seeds, output_dir=args.output_dir, datasets=args.datasets)
+
+    return run
+
+
+@command("fit-group", "fit one group of sources in one pass (model selection, TS, fluxes, flux points)")
+def _fit_group(p: argparse.ArgumentParser):
+    p.add_argument("--group-id", required=True, type=int)
+    p.add_argument("--pass", dest="pass_", required=True, type=int, help="fit pass (1, 2, ...)")
+    p.add_argument("--groups", required=True, type=Path, help="results/groups/groups.fits")
+    p.add_argument("--models", required=True, type=Path, help="the group's start models (pass 1) or its previous-pass YAML")
+    p.add_argument("--neighbours", nargs="*", type=Path, default=[], help="model YAML of the other groups (pass 1: start_models.yaml)")
+    p.add_argument("--previous-neighbours", nargs="*", type=Path, default=[], help="the neighbours' YAML of the pass before (pass >= 2)")
+    p.add_argument("--previous", type=Path, default=None, help="the group's previous-pass FITS (pass >= 2)")
+    p.add_argument("--datasets", nargs="+", type=Path, required=True, help="stacked dataset.fits files")
+    p.add_argument("--output", required=True, type=Path, help="results/fit/pass<p>/group_<gid>.fits")
+    p.add_argument("--output-models", required=True, type=Path, help="results/fit/pass<p>/group_<gid>.yaml")
+
+    def run(cfg: Config, args):
+        _stage("fit").run(
+            cfg,
+            group_id=args.group_id,
+            pass_=args.pass_,
+            groups=args.groups,
+            models=args.models,
+            neighbours=args.neighbours,
+            previous_neighbours=args.previous_neighbours,
+            previous=args.previous,
+            datasets=args.datasets,
+            output=args.output,
+            output_models=args.output_models,
+        )
+
+    return run
+
+
+@command("catalog", "merge the group fits into catalog.fits/.yaml/.reg, the overview and residual maps")
+def _catalog(p: argparse.ArgumentParser):
+    p.add_argument("--fits", nargs="*", type=Path, default=[], help="results/fit/pass<last>/group_*.fits")
+    p.add_argument("--models", nargs="*", type=Path, default=[], help="results/fit/pass<last>/group_*.yaml")
+    p.add_argument("--groups", required=True, type=Path, help="results/groups/groups.fits")
+    p.add_argument("--seeds", required=True, type=Path, help="the seed table the groups came from")
+    p.add_argument("--datasets", nargs="+", type=Path, required=True, help="stacked dataset.fits files")
+    p.add_argument("--output-dir", required=True, type=Path, help="results/catalog")
+
+    def run(cfg: Config, args):
+        _stage("catalog").run(
+            cfg,
+            fits=args.fits,
+            models=args.models,
+            groups=args.groups,
+            seeds=args.seeds,
+            datasets=args.datasets,
+            output_dir=args.output_dir,
+        )
+
+    return run

@@ -40,9 +40,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "associate": ("survey", "datasets", "detect", "associate"),
     "classify": ("survey", "datasets", "significance", "detect", "associate", "classify", "simulation"),
     "group": ("survey", "datasets", "group"),
-    "fit": ("survey", "datasets", "fit"),
+    "fit": ("survey", "datasets", "group", "fit"),
     "aperture": ("data", "survey", "datasets", "aperture"),
-    "catalog": ("survey", "datasets", "fit", "catalog"),
+    "catalog": ("survey", "datasets", "fit", "catalog", "associate"),
     "release": ("release",),
 }
 

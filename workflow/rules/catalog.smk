@@ -1,0 +1,31 @@
+# Catalog: the last fit pass of every group merged into the release products.
+
+
+rule catalog:
+    input:
+        fits=final_fits,
+        models=final_models,
+        groups="results/groups",
+        seeds=grouping_seeds(),
+        datasets=stacked_datasets(),
+    output:
+        **catalog_outputs(),
+        overview=report("results/catalog/overview.png", caption="../report/catalog_overview.rst", category="Catalog"),
+        residual_png=report(
+            "results/catalog/residual_significance.png", caption="../report/catalog_residual.rst", category="Catalog"
+        ),
+    log:
+        "logs/catalog/catalog.log",
+    benchmark:
+        "benchmarks/catalog/catalog.tsv"
+    params:
+        cfg=stage_params(config, "catalog"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    shell:
+        "gpscat catalog --params {params.cfg} --fits {input.fits} --models {input.models} "
+        "--groups {input.groups}/groups.fits --seeds {input.seeds} --datasets {input.datasets} "
+        "--output-dir $(dirname {output.catalog}) 2> {log}"
