@@ -9,34 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from fit_sky import make_dataset, simulate
+from test_detect_stage import _maps
+
+from gpscat.io.dataset import write_dataset
 from gpscat.io.groups import group_neighbours
+from gpscat.io.seeds import empty_seed_table, write_seeds
+from gpscat.models.sky import SkyModel
+from gpscat.models.spatial import GaussianSpatialModel, PointSpatialModel
+from gpscat.models.spectral import PowerLawSpectralModel
 from gpscat.stages import associate as associate_stage
-from gpscat.stages import background as background_stage
 from gpscat.stages import catalog as catalog_stage
 from gpscat.stages import detect as detect_stage
-from gpscat.stages import exclusion as exclusion_stage
 from gpscat.stages import fit as fit_stage
 from gpscat.stages import group as group_stage
-from gpscat.stages import reduce as reduce_stage
-from gpscat.stages import significance as significance_stage
-from gpscat.stages import stack as stack_stage
 
-__all__ = ["catalog_chain", "map_chain"]
-
-
-def _maps(cfg, name: str, folder: Path) -> tuple[list[Path], Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    store = reduce_stage.open_store(cfg)
-    paths = []
-    for obs_id in reduce_stage.select_observations(cfg, store):
-        paths.append(folder / f"obs_{obs_id}.fits")
-        reduce_stage.run(cfg, dataset=name, obs_id=obs_id, output=paths[-1], store=store)
-    stack_stage.run(cfg, dataset=name, inputs=paths, output=folder / "stacked.fits")
-    exclusion_stage.run(cfg, dataset=name, stacked=folder / "stacked.fits", output=folder / "exclusion.fits")
-    background_stage.run(cfg, dataset=name, stacked=folder / "stacked.fits", observations=paths, exclusion=folder / "exclusion.fits",
-                         output=folder / "dataset.fits", norms=folder / "norms.fits")
-    written = significance_stage.run(cfg, dataset=name, input=folder / "dataset.fits", output_dir=folder)
-    return [p for p in written if p.name.startswith("significance_") and p.suffix == ".fits"], folder / "dataset.fits"
+__all__ = ["SMALL_SKY", "catalog_chain", "map_chain", "seed_table", "small_models", "small_survey"]
 
 
 def map_chain(cfg, folder: Path) -> dict:
@@ -80,3 +69,55 @@ def catalog_chain(cfg, folder: Path, *, seeds: Path, datasets) -> dict:
     catalog_stage.run(cfg, fits=[last / f"group_{g}.fits" for g in sorted(nb)], models=[last / f"group_{g}.yaml" for g in sorted(nb)],
                       groups=folder / "groups" / "groups.fits", seeds=seeds, datasets=datasets, output_dir=folder / "catalog")
     return catalog_stage.output_paths(folder / "catalog")
+
+
+def seed_table(rows, *, dataset: str = "a"):
+    """A seed table (io.seeds schema) with the given columns per row; ids 1, 2, ...; one dataset."""
+    t = empty_seed_table([dataset], [0.1], nrows=len(rows))
+    for k, row in enumerate(rows):
+        t["ID"][k] = k + 1
+        t["Type"][k] = row.get("Type", "peak")
+        t["Dataset_Best"][k] = row.get("Dataset_Best", dataset)
+        for name in ("GLON", "GLAT", "Size", "Sqrt_TS", "Flux", "Shell_Radius", "Shell_Width"):
+            if name in row:
+                t[name][k] = row[name]
+        t["Nest_Flag"][k] = row.get("Nest_Flag", 0)
+        t["Parent_ID"][k] = row.get("Parent_ID", 0)
+    return t
+
+
+#: the synthetic group of ``small_survey``: (kind, lon, lat, sigma, amplitude at 1 TeV, index, seeded)
+SMALL_SKY = (
+    ("point", 0.15, 0.05, 0.0, 4e-13, 2.2, True),
+    ("gauss", -0.12, -0.06, 0.1, 1.2e-12, 2.5, True),
+    ("point", 0.0, 0.22, 0.0, 2.5e-13, 2.0, False),  # no seed: the residual search must add it
+)
+
+
+def small_models(sky=SMALL_SKY):
+    """The injected models of ``small_survey`` (names T1, T2, ...)."""
+    out = []
+    for k, (kind, lon, lat, sigma, amp, index, _) in enumerate(sky):
+        spatial = (PointSpatialModel(lon_0=lon, lat_0=lat, frame="galactic") if kind == "point"
+                   else GaussianSpatialModel(lon_0=lon, lat_0=lat, sigma=sigma, frame="galactic"))
+        out.append(SkyModel(PowerLawSpectralModel(index=index, amplitude=amp), spatial, name=f"T{k + 1}"))
+    return out
+
+
+def small_survey(folder: Path, *, seed: int = 3, sky=SMALL_SKY) -> dict:
+    """Two datasets ("low" 0.1-1 TeV, "high" 1-30 TeV, 1 deg at 0.02 deg) with Poisson counts of
+    ``sky``, written to ``folder``; a seed table of the seeded sources (rough positions, classes)."""
+    rng = np.random.default_rng(seed)
+    models = small_models(sky)
+    paths = []
+    for name, ereco in (("low", (0.1, 1.0)), ("high", (1.0, 30.0))):
+        ds = make_dataset(npix=50, ereco=ereco, nreco=2, name=name, background=1.0)
+        ds = simulate(ds, models, rng)
+        paths.append(folder / f"{name}.fits")
+        write_dataset(paths[-1], ds)
+    rows = [{"GLON": lon % 360 + 0.01, "GLAT": lat - 0.01, "Size": max(sigma, 0.02), "Sqrt_TS": 30.0 - k, "Flux": 1e-12,
+             "Dataset_Best": "high"} for k, (_, lon, lat, sigma, _, _, seeded) in enumerate(sky) if seeded]
+    seeds = seed_table(rows, dataset="high")
+    seeds["Start_Class"] = [{"point": "point", "gauss": "extended"}[k[0]] for k in sky if k[6]]
+    write_seeds(folder / "seeds.fits", seeds)
+    return {"datasets": paths, "seeds": folder / "seeds.fits", "models": models}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from catalog_sky import seed_table
 
 from gpscat.config import load_config
 from gpscat.core.grouping import (
@@ -67,26 +68,12 @@ def test_geometry_encloses_members_and_finds_neighbours():
     assert [x.tolist() for x in neighbour_groups(geo, margin=0.1)] == [[], []]
 
 
-def _seeds(rows):
-    t = empty_seed_table(["a"], [0.1], nrows=len(rows))
-    for k, row in enumerate(rows):
-        t["ID"][k] = k + 1
-        t["Type"][k] = row.get("Type", "peak")
-        t["Dataset_Best"][k] = "a"
-        for name in ("GLON", "GLAT", "Size", "Sqrt_TS", "Flux", "Shell_Radius", "Shell_Width"):
-            if name in row:
-                t[name][k] = row[name]
-        t["Nest_Flag"][k] = row.get("Nest_Flag", 0)
-        t["Parent_ID"][k] = row.get("Parent_ID", 0)
-    return t
-
-
 def _config():
     return load_config(overrides={"datasets": [{"name": "a", "energy": {"min": "1 TeV", "max": "10 TeV", "nbins": 2}}]})
 
 
 def test_stage_files(tmp_path):
-    seeds = _seeds([
+    seeds = seed_table([
         {"GLON": 0.0, "GLAT": 0.0, "Size": 0.02, "Sqrt_TS": 20, "Flux": 1e-12},
         {"GLON": 359.8, "GLAT": 0.0, "Size": 0.1, "Sqrt_TS": 10, "Flux": 2e-12},
         {"GLON": 5.0, "GLAT": 0.5, "Type": "shell", "Size": 0.4, "Shell_Radius": 0.35, "Shell_Width": 0.1, "Sqrt_TS": 8,
@@ -110,7 +97,7 @@ def test_stage_files(tmp_path):
 
 
 def test_stage_uses_the_classes_and_selection(tmp_path):
-    seeds = _seeds([
+    seeds = seed_table([
         {"GLON": 0.0, "GLAT": 0.0, "Size": 0.02, "Sqrt_TS": 20, "Flux": 1e-12},
         {"GLON": 1.0, "GLAT": 0.0, "Size": 0.2, "Sqrt_TS": 10, "Flux": 2e-12},
         {"GLON": 2.0, "GLAT": 0.0, "Type": "shell", "Size": 0.4, "Shell_Radius": 0.35, "Shell_Width": 0.1, "Sqrt_TS": 8, "Flux": 3e-12},

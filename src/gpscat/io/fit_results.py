@@ -26,6 +26,7 @@ __all__ = [
     "read_group_result",
     "source_columns",
     "table_from_rows",
+    "table_hdu",
     "write_group_result",
 ]
 
@@ -164,10 +165,11 @@ def table_from_rows(columns: Mapping[str, tuple[str, str, str]], rows: Sequence[
     return t
 
 
-def _hdu(table: Table, name: str, header: Mapping) -> fits.BinTableHDU:
+def table_hdu(table: Table, name: str, header: Mapping | None = None) -> fits.BinTableHDU:
+    """A binary-table HDU named ``name`` with the keywords of ``header``."""
     hdu = fits.table_to_hdu(table)
     hdu.name = name
-    for k, v in header.items():
+    for k, v in (header or {}).items():
         hdu.header[k] = v
     return hdu
 
@@ -179,8 +181,8 @@ def write_group_result(path: str | os.PathLike, *, sources: Table, flux_points: 
     primary = fits.PrimaryHDU()
     for k, v in header.items():
         primary.header[k] = v
-    hdus = fits.HDUList([primary, _hdu(sources, "SOURCES", header), _hdu(flux_points, "FLUX_POINTS", header),
-                         _hdu(rejected, "REJECTED", header)])
+    hdus = fits.HDUList([primary, table_hdu(sources, "SOURCES", header), table_hdu(flux_points, "FLUX_POINTS", header),
+                         table_hdu(rejected, "REJECTED", header)])
     with atomic_path(path) as tmp:
         hdus.writeto(tmp)
 
@@ -188,6 +190,6 @@ def write_group_result(path: str | os.PathLike, *, sources: Table, flux_points: 
 def read_group_result(path: str | os.PathLike) -> dict[str, Table]:
     """The ``SOURCES``, ``FLUX_POINTS`` and ``REJECTED`` tables of a group-fit file."""
     try:
-        return {name: unmask_strings(Table.read(path, hdu=name)) for name in ("SOURCES", "FLUX_POINTS", "REJECTED")}
+        return {name: unmask_strings(Table.read(path, hdu=name, mask_invalid=False)) for name in ("SOURCES", "FLUX_POINTS", "REJECTED")}
     except (OSError, KeyError) as exc:
         raise type(exc)(f"{path}: cannot read the group fit tables: {exc}") from exc

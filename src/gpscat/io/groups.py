@@ -32,7 +32,7 @@ def read_groups(path: str | os.PathLike) -> tuple[Table, Table, Table]:
     try:
         with fits.open(path, memmap=False) as hl:
             names = {h.name for h in hl}
-        out = [unmask_strings(Table.read(path, hdu=n)) if n in names else Table() for n in ("SEEDS", "GROUPS", "NOT_FITTED")]
+        out = [unmask_strings(Table.read(path, hdu=n, mask_invalid=False)) if n in names else Table() for n in ("SEEDS", "GROUPS", "NOT_FITTED")]
     except (OSError, KeyError) as exc:
         raise type(exc)(f"{path}: cannot read the groups file: {exc}") from exc
     return out[0], out[1], out[2]

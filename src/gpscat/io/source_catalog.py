@@ -16,7 +16,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from gpscat.io.atomic import atomic_path
-from gpscat.io.fit_results import FLUX_POINT_COLUMNS, REJECTED_COLUMNS, source_columns
+from gpscat.io.fit_results import FLUX_POINT_COLUMNS, REJECTED_COLUMNS, source_columns, table_hdu
+from gpscat.io.groups import unmask_strings
 
 __all__ = ["CATALOG_EXTRA", "catalog_columns", "flux_point_columns", "read_catalog_fits", "rejected_columns", "write_catalog_fits"]
 
@@ -70,21 +71,13 @@ def rejected_columns() -> Columns:
     return dict(REJECTED_COLUMNS)
 
 
-def _hdu(table: Table, name: str, header: Mapping) -> fits.BinTableHDU:
-    hdu = fits.table_to_hdu(table)
-    hdu.name = name
-    for k, v in header.items():
-        hdu.header[k] = v
-    return hdu
-
-
 def write_catalog_fits(path: str | os.PathLike, *, catalog: Table, flux_points: Table, rejected: Table, observations: Table,
                        header: Mapping) -> None:
     """Write the four catalog HDUs atomically; ``header`` (provenance) goes on every HDU."""
     primary = fits.PrimaryHDU()
     for k, v in header.items():
         primary.header[k] = v
-    hdus = [primary] + [_hdu(t, n, header) for t, n in ((catalog, "CATALOG"), (flux_points, "FLUX_POINTS"),
+    hdus = [primary] + [table_hdu(t, n, header) for t, n in ((catalog, "CATALOG"), (flux_points, "FLUX_POINTS"),
                                                         (rejected, "REJECTED"), (observations, "OBSERVATIONS"))]
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
@@ -93,6 +86,6 @@ def write_catalog_fits(path: str | os.PathLike, *, catalog: Table, flux_points: 
 def read_catalog_fits(path: str | os.PathLike) -> dict[str, Table]:
     """The ``CATALOG``, ``FLUX_POINTS``, ``REJECTED`` and ``OBSERVATIONS`` tables."""
     try:
-        return {n: Table.read(path, hdu=n) for n in ("CATALOG", "FLUX_POINTS", "REJECTED", "OBSERVATIONS")}
+        return {n: unmask_strings(Table.read(path, hdu=n, mask_invalid=False)) for n in ("CATALOG", "FLUX_POINTS", "REJECTED", "OBSERVATIONS")}
     except (OSError, KeyError) as exc:
         raise type(exc)(f"{path}: cannot read the catalog: {exc}") from exc

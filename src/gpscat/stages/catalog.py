@@ -294,10 +294,10 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
                label="significance")
         ax = fig.add_subplot(grid[k, 3])
         v = res[d.name][np.isfinite(res[d.name])]
-        ax.hist(v, bins=np.linspace(-6, 8, 57), histtype="step", color="k")
         if v.size:
+            ax.hist(v, bins=np.linspace(-6, 8, 57), histtype="step", color="k")
             ax.set_title(f"mean {v.mean():.2f}, width {v.std():.2f}", fontsize=9)
-        ax.set_yscale("log")
+            ax.set_yscale("log")
         ax.set_xlabel("residual significance")
     _save(fig, paths["residual_png"])
     log.info("catalog: %d sources, %d rejected -> %s", len(cat), len(rejected), output_dir)

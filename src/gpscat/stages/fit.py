@@ -203,7 +203,7 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
     if pass_ >= 2:
         old = _neighbours(previous_neighbours, names, center, float(row["ROI_Radius"]))
         shift = model_shift(old, nb)
-        header["NB_SHIFT"] = (float(min(shift, 1e30)), "largest neighbour parameter change since the last pass (sigma)")
+        header["NB_SHIFT"] = (float(min(shift, 1e30)), "max neighbour change since last pass, sigma")
         if previous is not None and shift <= float(f["settle_tolerance"]):
             header["SETTLED"] = True
             _copy_previous(previous, models, output=output, output_models=output_models, pass_=pass_, header=header)

@@ -45,6 +45,7 @@ from gpscat.core.grouping import (
 from gpscat.core.source_models import ShapeLimits, make_spatial, make_spectral, wrap_lon
 from gpscat.io.atomic import atomic_path
 from gpscat.io.dataset import read_dataset
+from gpscat.io.fit_results import table_hdu
 from gpscat.io.models_yaml import write_models
 from gpscat.io.seeds import read_seeds
 from gpscat.models.sky import Models, SkyModel
@@ -153,14 +154,6 @@ def _psf_r68(paths: Sequence[str | os.PathLike], default: float) -> dict[str, fl
     return out
 
 
-def _table_hdu(table: Table, name: str, header: dict) -> fits.BinTableHDU:
-    hdu = fits.table_to_hdu(table)
-    hdu.name = name
-    for k, v in header.items():
-        hdu.header[k] = v
-    return hdu
-
-
 def run(cfg: Config, *, seeds: str | os.PathLike, output_dir: str | os.PathLike, datasets: Sequence[str | os.PathLike] = ()) -> Table:
     """Group the seeds of ``seeds`` and write ``output_dir`` (see the module docstring).
 
@@ -229,8 +222,8 @@ def run(cfg: Config, *, seeds: str | os.PathLike, output_dir: str | os.PathLike,
         grp[c].unit = "deg"
     header = {"NGROUPS": len(grp), "NSEEDS": len(seeds_out), "MARGIN": margin, "ROIMARG": roi_margin, "SELECT": g["seed_selection"],
               "MAXMEMB": int(g["max_members"]), "GPSCAT": "group"}
-    hdus = fits.HDUList([fits.PrimaryHDU(), _table_hdu(seeds_out, "SEEDS", header), _table_hdu(grp, "GROUPS", header),
-                         _table_hdu(dropped, "NOT_FITTED", header)])
+    hdus = fits.HDUList([fits.PrimaryHDU(), table_hdu(seeds_out, "SEEDS", header), table_hdu(grp, "GROUPS", header),
+                         table_hdu(dropped, "NOT_FITTED", header)])
     with atomic_path(out_dir / "groups.fits") as tmp:
         hdus.writeto(tmp)
     for gid in geo.group_id:
