@@ -97,6 +97,23 @@ def test_features_names_shapes_and_nan():
     assert "Association_Overlap" in names2 and np.isnan(X2[:, names2.index("Association_Overlap")]).all()
 
 
+def test_shell_context_features():
+    """A Hough seed is not a fragment of the brighter peaks on its own rim; those peaks know the ring."""
+    t = empty_seed_table(DATASETS, RADII, nrows=3)
+    t["ID"] = [1, 2, 3]
+    t["Type"] = ["peak", "shell", "peak"]
+    t["GLON"] = [0.3, 0.0, 2.0]
+    t["GLAT"] = [0.0, 0.0, 0.0]
+    t["Sqrt_TS"] = [15.0, 12.0, 8.0]
+    t["Extent"] = [0.2, 0.45, 0.1]
+    X, names = seed_features(t)
+    col = {n: X[:, i] for i, n in enumerate(names)}
+    assert np.isnan(col["Brighter_Sep"][1])  # the rim peak (0.3 deg < 0.45 deg) is part of the shell
+    assert col["Brighter_Sep"][2] == pytest.approx(1.7)  # the shell itself is no neighbour's part
+    assert col["In_Shell_TS_Ratio"][0] == pytest.approx(15 / 12)
+    assert np.isnan(col["In_Shell_TS_Ratio"][[1, 2]]).all()
+
+
 def test_features_of_an_empty_table_and_bad_axes():
     X, names = seed_features(empty_seed_table(DATASETS, RADII))
     assert X.shape == (0, len(names))

@@ -85,17 +85,19 @@ def test_heldout_skies_regression_floor(demo):
              f"training {report['timing']['total_s']:.0f} s")
     print(text)  # the full confusion matrix in the test output (pytest -s, or on failure)
     log.info("%s", text)
-    assert cv["accuracy"] >= 0.88 and cv["spurious_rejected"] >= 0.78, text
-    assert at_model["accuracy"] >= 0.83, text
-    assert at_model["real_kept_above"] >= 0.90 and at_model["spurious_rejected"] >= 0.70, text
-    assert at95["spurious_rejected"] >= 0.60, text
+    # measured (docs/classify.md): CV 0.894 / 0.820; held out 0.878, 0.806 rejected and 0.905 kept
+    # at the model's threshold, 0.722 rejected at 95 % kept
+    assert cv["accuracy"] >= 0.87 and cv["spurious_rejected"] >= 0.75, text
+    assert at_model["accuracy"] >= 0.85, text
+    assert at_model["real_kept_above"] >= 0.88 and at_model["spurious_rejected"] >= 0.72, text
+    assert at95["spurious_rejected"] >= 0.63, text
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
     "issue 7 targets not reached with honest simulations (docs/classify.md, 'Measured performance'): "
-    "held-out accuracy ~0.85-0.86 and spurious recall ~0.67-0.69 at 95 % recall of real seeds above 7 sigma "
-    "(cross-validated 0.90 and 0.85); the residual errors are fragments of large sources and unresolved shells"))
+    "held-out accuracy 0.878 and spurious recall 0.722 at 95 % recall of the real seeds above 7 sigma "
+    "(cross-validated 0.894 and 0.820); the residual errors are fragments of large sources and unresolved shells"))
 def test_heldout_skies_issue_targets(demo):
     _, model, held = demo
     at_model, at95, text = heldout_metrics(model, held)

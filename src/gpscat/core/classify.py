@@ -82,7 +82,7 @@ def _neighbour_features(table: Table) -> dict[str, np.ndarray]:
     n = len(table)
     out = {k: np.full(n, np.nan) for k in (
         "Brighter_Sep", "Brighter_Sep_Extent", "Brighter_TS_Ratio", "Brighter_Size", "Brighter_Is_Shell", "Brighter_Hardness_Diff",
-        "Log_Flank_Ratio", "Log_Wing_Sum_Ratio", "N_Brighter_Near", "Brighter_Profile_Diff", "Parent_TS_Ratio",
+        "Log_Flank_Ratio", "Log_Wing_Sum_Ratio", "N_Brighter_Near", "Brighter_Profile_Diff", "Parent_TS_Ratio", "In_Shell_TS_Ratio",
     )}
     if n == 0:
         return out
@@ -90,6 +90,14 @@ def _neighbour_features(table: Table) -> dict[str, np.ndarray]:
     ts, extent = _col(table, "Sqrt_TS"), _col(table, "Extent")
     sep = angular_separation(lon[:, None], lat[:, None], lon[None, :], lat[None, :])
     brighter = ts[None, :] > ts[:, None]
+    # a Hough seed contains its rim: brighter peaks inside its outer radius are its own parts
+    shell_seed = np.char.strip(np.asarray(table["Type"]).astype(str)) == "shell" if "Type" in table.colnames else np.zeros(n, bool)
+    brighter &= ~(shell_seed[:, None] & (sep < np.nan_to_num(extent, nan=0.0)[:, None]))
+    # a peak inside a Hough seed's outer radius: a piece of the ring (or a source inside it)
+    inside = shell_seed[None, :] & ~shell_seed[:, None] & (sep < np.nan_to_num(extent, nan=0.0)[None, :])
+    k = np.argmax(np.where(inside, ts[None, :], -np.inf), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["In_Shell_TS_Ratio"] = np.where(inside.any(axis=1), ts / ts[k], np.nan)
     d = np.where(brighter, sep, np.inf)
     j = np.argmin(d, axis=1)
     has = np.isfinite(d[np.arange(n), j])
@@ -99,8 +107,7 @@ def _neighbour_features(table: Table) -> dict[str, np.ndarray]:
         out["Brighter_TS_Ratio"] = np.where(has, ts / ts[j], np.nan)
     size = np.nan_to_num(_col(table, "Size"), nan=0.0)
     out["Brighter_Size"] = np.where(has, size[j], np.nan)
-    shell = np.char.strip(np.asarray(table["Type"]).astype(str)) == "shell" if "Type" in table.colnames else np.zeros(n, bool)
-    out["Brighter_Is_Shell"] = np.where(has, shell[j], np.nan)
+    out["Brighter_Is_Shell"] = np.where(has, shell_seed[j], np.nan)
     hardness = _col(table, "Hardness")
     with np.errstate(divide="ignore", invalid="ignore"):
         # a fragment shares its parent's spectrum, a separate source has its own
