@@ -17,6 +17,9 @@ include: "workflow/rules/maps.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/associate.smk"
 include: "workflow/rules/classify.smk"
+include: "workflow/rules/group.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/catalog.smk"
 include: "workflow/rules/release.smk"
 
 

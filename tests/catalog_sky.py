@@ -13,6 +13,7 @@ import numpy as np
 from fit_sky import make_dataset, simulate
 from test_detect_stage import _maps
 
+from gpscat.core.geom import angular_separation
 from gpscat.io.dataset import write_dataset
 from gpscat.io.groups import group_neighbours
 from gpscat.io.seeds import empty_seed_table, write_seeds
@@ -25,7 +26,7 @@ from gpscat.stages import detect as detect_stage
 from gpscat.stages import fit as fit_stage
 from gpscat.stages import group as group_stage
 
-__all__ = ["SMALL_SKY", "catalog_chain", "map_chain", "seed_table", "small_models", "small_survey"]
+__all__ = ["SMALL_SKY", "catalog_chain", "compare_with_truth", "map_chain", "seed_table", "small_models", "small_survey"]
 
 
 def map_chain(cfg, folder: Path) -> dict:
@@ -121,3 +122,55 @@ def small_survey(folder: Path, *, seed: int = 3, sky=SMALL_SKY) -> dict:
     seeds["Start_Class"] = [{"point": "point", "gauss": "extended"}[k[0]] for k in sky if k[6]]
     write_seeds(folder / "seeds.fits", seeds)
     return {"datasets": paths, "seeds": folder / "seeds.fits", "models": models}
+
+
+_MORPHOLOGY = {"PointSpatialModel": "point", "GaussianSpatialModel": "extended", "DiskSpatialModel": "extended",
+               "GeneralizedGaussianSpatialModel": "extended", "ShellSpatialModel": "shell", "Shell2SpatialModel": "shell"}
+#: 2 dof: the "2 sigma" (95.45 %) region of a 2D Gaussian error
+_CHI2_2SIGMA_2DOF = 6.18
+
+
+def compare_with_truth(cat, truth, *, min_sqrt_ts: float = 7.0, band_columns=(("Flux_50GeV_1TeV", "Flux_0p05_1TeV"),
+                                                                                     ("Flux_1TeV_100TeV", "Flux_1_100TeV"))) -> dict:
+    """Catalog vs injected truth (the acceptance numbers of issue 8).
+
+    Each injected source is matched to the nearest catalog source within max(0.1 deg, its
+    68 % radius), one-to-one, brightest first.  Returns per injected source above
+    ``min_sqrt_ts``: found, position chi2 (2 dof), flux pulls per band, morphology right;
+    and the catalog rows above TS 25 matched to no injected source.
+    """
+    glon, glat = np.asarray(cat["GLON"], float), np.asarray(cat["GLAT"], float)
+    taken = np.zeros(len(cat), bool)
+    rows = []
+    for k in np.argsort(-np.asarray(truth["Sqrt_TS"], float)):
+        t = truth[k]
+        d = angular_separation(glon, glat, t["GLON"], t["GLAT"])
+        d[taken] = np.inf
+        j = int(np.argmin(d)) if len(cat) else -1
+        found = j >= 0 and d[j] <= max(0.1, float(t["R68_Model"]))
+        rec = {"name": str(t["Name"]), "sqrt_ts": float(t["Sqrt_TS"]), "found": bool(found)}
+        if found:
+            taken[j] = True
+            c = cat[j]
+            coslat = np.cos(np.radians(t["GLAT"]))
+            dl = ((c["GLON"] - t["GLON"] + 180.0) % 360.0 - 180.0) * coslat
+            rec["chi2"] = float((dl / (c["GLON_Err"] * coslat)) ** 2 + ((c["GLAT"] - t["GLAT"]) / c["GLAT_Err"]) ** 2)
+            rec["flux_pulls"] = [float((c[a] - t[b]) / c[a + "_Err"]) for a, b in band_columns]
+            rec["morphology"] = (_MORPHOLOGY[str(t["Spatial_Model"])], _MORPHOLOGY[str(c["Spatial_Model"])])
+            rec["source"] = str(c["Source_Name"])
+        rows.append(rec)
+    bright = [r for r in rows if r["sqrt_ts"] > min_sqrt_ts]
+    found = [r for r in bright if r["found"]]
+    spurious = [str(c["Source_Name"]) for c, t in zip(cat, taken, strict=True) if not t and c["TS"] > 25]
+    pulls = np.array([p for r in found for p in r["flux_pulls"]])
+    return {
+        "rows": rows,
+        "n_bright": len(bright),
+        "found": len(found) / max(len(bright), 1),
+        "missed": [r["name"] for r in bright if not r["found"]],
+        "position_ok": float(np.mean([r["chi2"] <= _CHI2_2SIGMA_2DOF for r in found])) if found else 0.0,
+        "flux_ok": float(np.mean(np.abs(pulls) <= 2)) if pulls.size else 0.0,
+        "morphology_ok": float(np.mean([a == b for a, b in (r["morphology"] for r in found)])) if found else 0.0,
+        "spurious": spurious,
+        "spurious_fraction": len(spurious) / max(len(cat), 1),
+    }

@@ -47,7 +47,7 @@ def test_group_fit_recovers_the_injected_sources(catalog):
     _, _, tables = catalog
     cat = tables["CATALOG"]
     assert len(cat) == 3, cat["Source_ID", "GLON", "GLAT", "TS"]
-    for kind, lon, lat, sigma, amp, index, seeded in SMALL_SKY:
+    for kind, lon, lat, sigma, amp, _index, seeded in SMALL_SKY:
         row, d = _match(cat, lon, lat)
         pull = np.hypot(((row["GLON"] - lon % 360 + 180) % 360 - 180) / row["GLON_Err"], (row["GLAT"] - lat) / row["GLAT_Err"])
         assert pull < 3.5, (kind, lon, lat, d, pull)

@@ -5,6 +5,7 @@ import shlex
 from snakemake.utils import validate
 
 from gpscat.config import SCHEMA_PATH
+from gpscat.io.groups import group_neighbours
 from gpscat.workflow import (
     observation_ids,
     resources_for,
@@ -24,6 +25,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 CONDA_ENV = "../../envs/gpscat.yaml"
 
 OBS_IDS = observation_ids(config)
+# the catalog stage's products (gpscat.stages.catalog.PRODUCTS, without importing the stage)
+CATALOG_PRODUCTS = [
+    "catalog.fits",
+    "catalog.yaml",
+    "catalog_covariance.dat",
+    "catalog.reg",
+    "overview.png",
+    "residual_significance.fits",
+    "residual_significance.png",
+]
 DATASETS = [d["name"] for d in config["datasets"]]
 BACKGROUND_METHOD = config["background"]["method"]
 
@@ -113,6 +124,74 @@ def final_outputs():
         out += significance_outputs(config, ds)
     out += ["results/seeds/seeds_detected.fits", "results/seeds/seeds_detected.reg"]
     out += ["results/seeds/seeds_associated.fits", "results/seeds/seeds.fits", "results/seeds/seeds.reg"]
+    out += [f"results/catalog/{name}" for name in CATALOG_PRODUCTS]
     if config["simulation"]["enabled"]:
         out += [os.path.join(config["data"]["store"], "truth", "truth.fits")]
     return out
+
+# ---------------------------------------------------- grouped fits and catalog (group/fit/catalog.smk)
+
+FIT_PASSES = int(config["fit"]["passes"])
+
+
+def grouping_seeds():
+    """The classified seed table when a classify rule exists, else the associated seeds."""
+    return "results/seeds/seeds.fits" if hasattr(rules, "classify") else "results/seeds/seeds_associated.fits"
+
+
+def groups_file():
+    return os.path.join(checkpoints.group.get().output[0], "groups.fits")
+
+
+def group_ids():
+    """Group ids written by the grouping checkpoint."""
+    return sorted(group_neighbours(groups_file()))
+
+
+def fit_group_inputs(wildcards):
+    p, gid = int(wildcards.fit_pass), int(wildcards.gid)
+    groups = groups_file()
+    neighbours = group_neighbours(groups)[gid]
+    inputs = {"groups": groups, "datasets": stacked_datasets()}
+    if p == 1:
+        inputs["models"] = f"results/groups/group_{gid}.yaml"
+        inputs["neighbours"] = ["results/groups/start_models.yaml"]
+        return inputs
+    inputs["models"] = f"results/fit/pass{p - 1}/group_{gid}.yaml"
+    inputs["previous"] = f"results/fit/pass{p - 1}/group_{gid}.fits"
+    inputs["neighbours"] = [f"results/fit/pass{p - 1}/group_{n}.yaml" for n in neighbours]
+    if p == 2:
+        inputs["previous_neighbours"] = ["results/groups/start_models.yaml"]
+    else:
+        inputs["previous_neighbours"] = [f"results/fit/pass{p - 2}/group_{n}.yaml" for n in neighbours]
+    return inputs
+
+
+def fit_group_args(wildcards, input):
+    """The optional arguments of `gpscat fit-group` (pass >= 2)."""
+    args = ""
+    if "previous" in input.keys():
+        args += f" --previous {input.previous}"
+    if "previous_neighbours" in input.keys():
+        args += " --previous-neighbours " + " ".join(input.previous_neighbours)
+    return args
+
+
+def final_fits(wildcards):
+    """results/fit/pass<last>/group_<gid>.fits of every group (after the checkpoint)."""
+    return [f"results/fit/pass{FIT_PASSES}/group_{g}.fits" for g in group_ids()]
+
+
+def final_models(wildcards):
+    """results/fit/pass<last>/group_<gid>.yaml of every group."""
+    return [f"results/fit/pass{FIT_PASSES}/group_{g}.yaml" for g in group_ids()]
+
+
+def catalog_outputs():
+    return {
+        "catalog": "results/catalog/catalog.fits",
+        "yaml": "results/catalog/catalog.yaml",
+        "covariance": "results/catalog/catalog_covariance.dat",
+        "regions": "results/catalog/catalog.reg",
+        "residual": "results/catalog/residual_significance.fits",
+    }

@@ -324,7 +324,7 @@ def _select_spatial(fitter, members, name, *, brightest: bool, ts_quick: float, 
     stats: dict[str, tuple[float, list]] = {}
 
     def trial(kind):
-        if kind in stats or (kind not in o.spatial_kinds and kind != current):
+        if kind in stats or kind not in o.spatial_kinds:
             return
         if kind == current:
             stats[kind] = _current(fitter, members, name)
@@ -342,6 +342,8 @@ def _select_spatial(fitter, members, name, *, brightest: bool, ts_quick: float, 
         gauss_r68 = model_r68(_get(stats["gauss"][1], name).spatial_model) if "gauss" in stats else 0.0
         if seeded_shell or current == "shell" or max(model_r68(src.spatial_model), gauss_r68) >= _SHELL_MIN_R68:
             trial("shell")
+    if not stats:  # none of the allowed shapes could be fitted: keep the current one
+        return members
     chosen = _choose_spatial(stats, sel, o)
     if chosen in ("gauss", "gauss-general") and complex_ok:
         trial("gauss-general")
@@ -384,7 +386,7 @@ def _select_spectral(fitter, members, name, *, sel: Selection):
     src = _get(members, name)
     current = src.spectral_model.tag[1]
     stats = {}
-    for kind in dict.fromkeys(("pl", current, *o.spectral_kinds)):
+    for kind in dict.fromkeys(("pl", *o.spectral_kinds)):
         if kind == current:
             stats[kind] = _current(fitter, members, name)
         else:  # the shape stays at its best fit: a spectral refit costs no new convolution
