@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from fit_sky import make_dataset
+import numpy as np
+import pytest
+from fit_sky import make_dataset, simulate
 
+from gpscat.core.fit import Fit
+from gpscat.core.flux_points import flux_points
 from gpscat.core.npred import DatasetEvaluator
+from gpscat.core.residuals import residual_maps, residual_peak
+from gpscat.core.source_models import (
+    ShapeLimits,
+    convert_spatial,
+    convert_spectral,
+    make_spatial,
+    make_spectral,
+    model_r68,
+    wrap_lon,
+)
 from gpscat.models import spatial as sm
 from gpscat.models import spectral as sp
-from gpscat.models.sky import SkyModel
+from gpscat.models.sky import FoVBackgroundModel, Models, SkyModel
 
 
 def test_clipped_cutout_is_not_rebuilt_every_evaluation():
@@ -23,3 +37,74 @@ def test_clipped_cutout_is_not_rebuilt_every_evaluation():
         src.spatial_model.lon_0.value = 0.25 + 0.002 * k
         ev.npred()
         assert inner._geom is geom
+
+
+def _point(name="p", lon=0.0, lat=0.0, amplitude=2e-12, index=2.2):
+    return SkyModel(sp.PowerLawSpectralModel(index=index, amplitude=amplitude),
+                    sm.PointSpatialModel(lon_0=lon, lat_0=lat, frame="galactic"), name=name)
+
+
+@pytest.mark.parametrize("kind", ["gauss", "disk", "gauss-general", "shell"])
+def test_shape_conversions_keep_position_and_r68(kind):
+    limits = ShapeLimits()
+    g = make_spatial("gauss", 0.3, -0.2, 0.2, limits=limits)
+    new = convert_spatial(g, kind, limits=limits)
+    assert new.tag[1] == kind and new.lon_0.value == 0.3 and new.lat_0.value == -0.2
+    assert model_r68(new) == pytest.approx(0.2, rel=1e-6)
+    assert (new.lon_0.min, new.lon_0.max) == (g.lon_0.min, g.lon_0.max)  # bounds stay those of the seed
+    point = convert_spatial(new, "point", limits=limits)
+    assert model_r68(point) == 0 and model_r68(convert_spatial(point, "gauss", limits=limits)) > 0
+    with pytest.raises(ValueError, match="spatial kind"):
+        make_spatial("ring", 0, 0, 0.1, limits=limits)
+
+
+@pytest.mark.parametrize("kind", ["pl", "lp", "ecpl"])
+def test_spectral_conversions_keep_the_flux_at_1_tev(kind):
+    pl = make_spectral("pl", amplitude=3e-12, index=2.4)
+    new = convert_spectral(pl, kind)
+    assert float(new(1.0)) == pytest.approx(3e-12, rel=1e-6)
+    e = np.array([0.95, 1.05])
+    slope = -np.log(new(e[1]) / new(e[0])) / np.log(e[1] / e[0])
+    assert slope == pytest.approx(2.4, abs=0.1)
+    assert new.amplitude.min == 0.0
+    assert list(wrap_lon([359.9, 0.1, 180.0], 0.0)) == pytest.approx([-0.1, 0.1, 180.0])
+
+
+def test_flux_points_of_a_known_point_source():
+    rng = np.random.default_rng(11)
+    ds = make_dataset(npix=40, ereco=(0.3, 30.0), nreco=6, name="sim", edisp=False)
+    truth = Models([_point(amplitude=3e-12), FoVBackgroundModel("sim")])
+    ds = simulate(ds, truth, rng)
+    models = Models([_point(amplitude=3e-12), FoVBackgroundModel("sim")])
+    Fit(ds, models).run()
+    fp = flux_points([ds], models, "p", [0.3, 1.0, 3.0, 10.0, 30.0])
+    det = ~fp["is_ul"]
+    assert det.sum() >= 3
+    assert np.all(np.abs(fp["norm"][det] - 1) < 4 * fp["norm_err"][det])
+    assert np.all(fp["norm_ul"] > fp["norm"])
+    # the curvature error equals Hesse's for a fit of the amplitude alone in one bin
+    one = Models([_point(amplitude=models["p"].spectral_model.amplitude.value), FoVBackgroundModel("sim")])
+    for p in one.parameters:
+        p.frozen = p.name != "amplitude" or p is one["sim-bkg"].spectral_model.norm
+    one["sim-bkg"].spectral_model.norm.value = models["sim-bkg"].spectral_model.norm.value
+    one["p"].spatial_model.lon_0.value = models["p"].spatial_model.lon_0.value
+    one["p"].spatial_model.lat_0.value = models["p"].spatial_model.lat_0.value
+    one["p"].spectral_model.index.value = models["p"].spectral_model.index.value
+    whole = flux_points([ds], one, "p", [0.3, 30.0])
+    Fit(ds, one).run()
+    amp = one["p"].spectral_model.amplitude
+    assert whole["norm_err"][0] == pytest.approx(amp.error / models["p"].spectral_model.amplitude.value, rel=0.02)
+
+
+def test_residual_peak_finds_an_unmodelled_source():
+    rng = np.random.default_rng(5)
+    ds = make_dataset(npix=50, nreco=2, name="sim")
+    modelled, missing = _point("a", -0.2, 0.0), _point("b", 0.25, 0.1, amplitude=1.5e-12)
+    ds = simulate(ds, [modelled, missing, FoVBackgroundModel("sim")], rng)
+    peak = residual_peak([ds], [modelled, FoVBackgroundModel("sim")], radius=0.1, center=(0.0, 0.0), search_radius=0.45,
+                         avoid=[(-0.2, 0.0)], min_separation=0.1)
+    assert peak is not None and peak.sqrt_ts > 5
+    assert np.hypot(((peak.lon + 180) % 360 - 180) - 0.25, peak.lat - 0.1) < 0.05
+    maps = residual_maps(ds, [modelled, missing, FoVBackgroundModel("sim")], radius=0.1)
+    sig = maps["sqrt_ts"][np.isfinite(maps["sqrt_ts"])]
+    assert sig.max() < 5 and abs(sig.mean()) < 0.3

@@ -33,88 +33,31 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from gpscat.core.association import R68_PER_SIGMA
 from gpscat.core.dataset import MapDataset
-from gpscat.core.fit import Fit, FitResult
+from gpscat.core.fit import FitResult
 from gpscat.core.geom import Map
+from gpscat.core.group_fitter import (
+    GroupFitOptions,
+    GroupFitter,
+    all_ids,
+    amplitude_ids,
+    free_ids,
+    quick_ts,
+    spectral_ids,
+)
+from gpscat.core.model_selection import Selection, select_spatial, select_spectral
 from gpscat.core.npred import DatasetEvaluator
 from gpscat.core.residuals import residual_peak
-from gpscat.core.source_models import (
-    SPATIAL_KINDS,
-    SPECTRAL_KINDS,
-    ShapeLimits,
-    convert_spatial,
-    convert_spectral,
-    copy_source,
-    make_spatial,
-    make_spectral,
-    model_r68,
-    spatial_kind,
-    wrap_lon,
-)
-from gpscat.models.sky import FoVBackgroundModel, Models, SkyModel
+from gpscat.core.source_models import make_spatial, make_spectral, wrap_lon
+from gpscat.models.sky import Models, SkyModel
 
 __all__ = ["GroupFit", "GroupFitOptions", "Rejection", "Selection", "fit_group", "merge_into_background", "roi_dataset"]
+# GroupFitOptions and Selection are re-exported: the results of fit_group refer to them
 
 log = logging.getLogger(__name__)
 
-_SHELL_MIN_R68 = 0.3  # deg: a shell is tried only for sources at least this large (or seeded as shells)
 _MAX_TS_ROUNDS = 3
-_FAST_TOL = 1.0  # Migrad tolerance of intermediate and candidate fits (EDM goal 0.002)
-
-
-@dataclass(frozen=True)
-class GroupFitOptions:
-    """Settings of :func:`fit_group` (the ``fit`` config section, docs/fit.md)."""
-
-    ts_threshold: float = 25.0
-    ts_refit: str = "spectral"
-    tol: float = 0.1
-    strategy: int = 1
-    max_nfev: int | None = None
-    spatial_kinds: tuple[str, ...] = SPATIAL_KINDS
-    spectral_kinds: tuple[str, ...] = SPECTRAL_KINDS
-    selection: bool = True
-    ts_extension: float = 16.0
-    delta_aic: float = 4.0
-    ts_curvature: float = 4.0
-    ts_elongation: float = 16.0
-    min_ts_complex: float = 100.0
-    min_ts_select: float = 25.0
-    residual: bool = True
-    residual_threshold: float = 5.0
-    residual_radius: float = 0.1
-    max_new: int = 2
-    new_size: float = 0.1
-    min_separation: float = 0.1
-    limits: ShapeLimits = field(default_factory=ShapeLimits)
-
-    def __post_init__(self):
-        if self.ts_refit not in ("all", "spectral"):
-            raise ValueError(f"ts_refit must be 'all' or 'spectral', got {self.ts_refit!r}")
-        for k in self.spatial_kinds:
-            if k not in SPATIAL_KINDS:
-                raise ValueError(f"unknown spatial kind {k!r}; known: {SPATIAL_KINDS}")
-        for k in self.spectral_kinds:
-            if k not in SPECTRAL_KINDS:
-                raise ValueError(f"unknown spectral kind {k!r}; known: {SPECTRAL_KINDS}")
-
-    @property
-    def fit_options(self) -> dict:
-        return {"tol": self.tol, "strategy": self.strategy, "max_nfev": self.max_nfev}
-
-
-@dataclass
-class Selection:
-    """Model selection of one source: statistics (−2 ln L) and free-parameter counts of the
-    candidates tried, the test statistics and the AIC margin of the choice."""
-
-    spatial: dict[str, tuple[float, int]] = field(default_factory=dict)
-    spectral: dict[str, tuple[float, int]] = field(default_factory=dict)
-    ts_ext: float = np.nan
-    ts_curv: float = np.nan
-    ts_elong: float = np.nan
-    delta_aic_spatial: float = np.nan
-    delta_aic_spectral: float = np.nan
 
 
 @dataclass
@@ -180,233 +123,6 @@ def merge_into_background(datasets, models) -> list[MapDataset]:
     return out
 
 
-# ----------------------------------------------------------------------------- fitting
-
-
-class _GroupFitter:
-    """Builds fits of members + frozen neighbours + background models with chosen free sets."""
-
-    def __init__(self, datasets, neighbours, options: GroupFitOptions):
-        self.datasets = list(datasets)
-        self.neighbours = list(neighbours)
-        for m in self.neighbours:
-            m.freeze()
-        self.backgrounds = [FoVBackgroundModel(d.name) for d in self.datasets]
-        self.options = options
-        self.n_fits = 0
-
-    def models(self, members) -> Models:
-        return Models([*members, *self.neighbours, *self.backgrounds])
-
-    def stat(self, members) -> float:
-        return Fit(self.datasets, self.models(members)).stat_sum()
-
-    def dataset_stats(self, members) -> np.ndarray:
-        models = self.models(members)
-        return np.array([Fit(d, models).stat_sum() for d in self.datasets])
-
-    def run(self, members, *, free, covariance: bool = False, fast: bool = True) -> FitResult:
-        """Fit with only the parameters in ``free`` (a set of ids) plus background norms free.
-
-        ``fast`` fits (candidates, intermediate steps) use Minuit strategy 0; the final
-        fit the configured strategy.
-        """
-        models = self.models(members)
-        options = dict(self.options.fit_options)
-        if fast:  # comparisons need the minimum to ~0.01 in -2 ln L, not an accurate covariance
-            options["strategy"] = 0
-            options["tol"] = max(options["tol"], _FAST_TOL)
-        allowed = set(free) | {id(b.spectral_model.norm) for b in self.backgrounds}
-        saved = [(p, p.frozen) for p in models.parameters]
-        for p, frozen in saved:
-            p.frozen = frozen or id(p) not in allowed
-        try:
-            self.n_fits += 1
-            return Fit(self.datasets, models, **options).run(covariance=covariance)
-        finally:
-            for p, frozen in saved:
-                p.frozen = frozen
-
-
-def _free_ids(model: SkyModel) -> set[int]:
-    return {id(p) for p in model.parameters if not p.frozen}
-
-
-def _amplitude_ids(members) -> set[int]:
-    return {id(m.spectral_model.parameters["amplitude"]) for m in members}
-
-
-def _spectral_ids(members) -> set[int]:
-    return {id(p) for m in members for p in m.spectral_model.parameters if not p.frozen}
-
-
-def _all_ids(members) -> set[int]:
-    return set().union(*(_free_ids(m) for m in members)) if members else set()
-
-
-def _n_free(model: SkyModel) -> int:
-    return sum(not p.frozen for p in model.parameters)
-
-
-def _replace(members, new: SkyModel) -> list[SkyModel]:
-    return [new if m.name == new.name else m for m in members]
-
-
-def _local_fit(fitter: _GroupFitter, members, candidate: SkyModel, *, spatial: bool = True) -> tuple[float, list[SkyModel]]:
-    """Local refit with ``candidate`` in place of its namesake: (stat, members).
-
-    Free: the candidate's parameters (only its spectral ones unless ``spatial``), the other
-    members' amplitudes and the background norms.  The others go back to their values
-    afterwards, so that every candidate starts from the same point.
-    """
-    trial = _replace(members, candidate)
-    others = [m for m in trial if m.name != candidate.name]
-    own = _free_ids(candidate) if spatial else _spectral_ids([candidate])
-    saved = [(p, p.value) for m in [*others, *fitter.backgrounds] for p in m.parameters]
-    try:
-        result = fitter.run(trial, free=own | _amplitude_ids(others))
-    except Exception as exc:  # a candidate must never stop the group
-        log.warning("candidate %s (%s) failed: %s", candidate.name, type(candidate.spatial_model).__name__, exc)
-        result = None
-    for p, v in saved:
-        p.value = v
-    if result is None or not np.isfinite(result.total_stat):
-        return np.inf, members
-    return result.total_stat, trial
-
-
-def _current(fitter: _GroupFitter, members, name) -> tuple[float, list[SkyModel]]:
-    """The current model of ``name`` as a candidate: its statistic at the last fit (no refit)."""
-    src = _get(members, name)
-    cand = copy_source(src, spatial=src.spatial_model.copy(), spectral=src.spectral_model.copy())
-    trial = _replace(members, cand)
-    return fitter.stat(trial), trial
-
-
-def _quick_ts(fitter: _GroupFitter, members) -> dict[str, float]:
-    """Statistic without each member, nothing refitted: an upper bound of its TS."""
-    base = fitter.stat(members)
-    return {m.name: fitter.stat([o for o in members if o is not m]) - base for m in members}
-
-
-# ----------------------------------------------------------------------------- selection
-
-
-def _choose_spatial(stats: dict, sel: Selection, o: GroupFitOptions) -> str:
-    """Point unless TS_ext >= ts_extension; among extended shapes the Gaussian unless
-    another has an AIC lower by delta_aic (see the module docstring)."""
-    ext = [k for k in stats if k != "point"]
-    if not ext:
-        return "point"
-    best_ext = min(ext, key=lambda k: stats[k][0])
-    if "point" in stats:
-        sel.ts_ext = stats["point"][0] - stats[best_ext][0]
-        if sel.ts_ext < o.ts_extension:
-            return "point"
-    aic = {k: stats[k][0] + 2 * sel.spatial[k][1] for k in ext}
-    chosen = "gauss" if "gauss" in aic else best_ext
-    alt = min(aic, key=aic.get)
-    return alt if alt != chosen and aic[alt] <= aic[chosen] - o.delta_aic else chosen
-
-
-def _select_spatial(fitter, members, name, *, brightest: bool, ts_quick: float, seeded_shell: bool, sel: Selection):
-    """Spatial model selection of member ``name`` (local refits of the candidate shapes).
-
-    Point and Gaussian always; disk and (for shell seeds, shell starts or sources larger
-    than 0.3 deg) shell unless the source is clearly point-like; the generalised Gaussian
-    when the Gaussian wins for the brightest member above ``min_ts_complex`` (or the start
-    was one); then elongation for that member.
-    """
-    o = fitter.options
-    src = _get(members, name)
-    current = spatial_kind(src.spatial_model)
-    complex_ok = brightest and ts_quick >= o.min_ts_complex
-    stats: dict[str, tuple[float, list]] = {}
-
-    def trial(kind):
-        if kind in stats or kind not in o.spatial_kinds:
-            return
-        if kind == current:
-            stats[kind] = _current(fitter, members, name)
-        else:
-            cand = copy_source(src, spatial=convert_spatial(src.spatial_model, kind, limits=o.limits))
-            stats[kind] = _local_fit(fitter, members, cand)
-        sel.spatial[kind] = (stats[kind][0], _n_free(_get(stats[kind][1], name)))
-
-    trial(current)
-    trial("point")
-    trial("gauss")
-    clearly_point = "gauss" in stats and "point" in stats and stats["point"][0] - stats["gauss"][0] < 0.5 * o.ts_extension
-    if not (clearly_point and current in ("point", "gauss")):
-        trial("disk")
-        gauss_r68 = model_r68(_get(stats["gauss"][1], name).spatial_model) if "gauss" in stats else 0.0
-        if seeded_shell or current == "shell" or max(model_r68(src.spatial_model), gauss_r68) >= _SHELL_MIN_R68:
-            trial("shell")
-    if not stats:  # none of the allowed shapes could be fitted: keep the current one
-        return members
-    chosen = _choose_spatial(stats, sel, o)
-    if chosen in ("gauss", "gauss-general") and complex_ok:
-        trial("gauss-general")
-        chosen = _choose_spatial(stats, sel, o)
-    aics = {k: stats[k][0] + 2 * sel.spatial[k][1] for k in stats}
-    others = [v for k, v in aics.items() if k != chosen]
-    sel.delta_aic_spatial = (min(others) - aics[chosen]) if others else np.nan
-    members = stats[chosen][1]
-    if complex_ok and chosen in ("gauss", "disk", "gauss-general"):
-        members = _try_elongation(fitter, members, name, stats[chosen][0], sel)
-    log.info("source %s: spatial %s (TS_ext %.1f, tried %s)", name, spatial_kind(_get(members, name).spatial_model), sel.ts_ext,
-             {k: round(v[0] - stats[chosen][0], 1) for k, v in stats.items()})
-    return members
-
-
-def _get(members, name) -> SkyModel:
-    return next(m for m in members if m.name == name)
-
-
-def _try_elongation(fitter, members, name, stat0: float, sel: Selection):
-    src = _get(members, name)
-    best_stat, best = np.inf, None
-    for phi in (0.0, 90.0):
-        spatial = src.spatial_model.copy()
-        spatial.e.frozen, spatial.phi.frozen = False, False
-        spatial.e.value, spatial.phi.value = 0.4, phi
-        spatial.e.max = 0.95
-        cand = copy_source(src, spatial=spatial)
-        stat, trial = _local_fit(fitter, members, cand)
-        if stat < best_stat:
-            best_stat, best = stat, trial
-    sel.ts_elong = stat0 - best_stat
-    if best is not None and sel.ts_elong >= fitter.options.ts_elongation:
-        return best
-    return members
-
-
-def _select_spectral(fitter, members, name, *, sel: Selection):
-    o = fitter.options
-    src = _get(members, name)
-    current = src.spectral_model.tag[1]
-    stats = {}
-    for kind in dict.fromkeys(("pl", *o.spectral_kinds)):
-        if kind == current:
-            stats[kind] = _current(fitter, members, name)
-        else:  # the shape stays at its best fit: a spectral refit costs no new convolution
-            cand = copy_source(src, spectral=convert_spectral(src.spectral_model, kind))
-            stats[kind] = _local_fit(fitter, members, cand, spatial=False)
-        sel.spectral[kind] = (stats[kind][0], _n_free(_get(stats[kind][1], name)))
-    curved = [k for k in stats if k != "pl"]
-    chosen = "pl"
-    if curved:
-        best = min(curved, key=lambda k: stats[k][0])
-        sel.ts_curv = stats["pl"][0] - stats[best][0]
-        if sel.ts_curv >= o.ts_curvature:
-            chosen = best
-    aics = {k: stats[k][0] + 2 * sel.spectral[k][1] for k in stats}
-    others = [v for k, v in aics.items() if k != chosen]
-    sel.delta_aic_spectral = (min(others) - aics[chosen]) if others else np.nan
-    log.info("source %s: spectrum %s (TS_curv %.1f)", name, chosen, sel.ts_curv)
-    return stats[chosen][1]
-
-
 # ----------------------------------------------------------------------------- residual search
 
 
@@ -421,7 +137,7 @@ def _residual_search(fitter, members, *, center, search_radius, name_prefix, add
             break
         lon = float(wrap_lon(peak.lon, center[0]))
         name = f"{name_prefix}N{len(added) + 1}"
-        spatial = make_spatial("gauss", lon, peak.lat, 1.5096 * o.new_size, limits=o.limits)
+        spatial = make_spatial("gauss", lon, peak.lat, R68_PER_SIGMA * o.new_size, limits=o.limits)
         spectral = make_spectral("pl", amplitude=1e-12, index=2.3)
         new = SkyModel(spectral, spatial, name=name)
         ds = next(d for d in fitter.datasets if d.name == peak.dataset)
@@ -431,8 +147,8 @@ def _residual_search(fitter, members, *, center, search_radius, name_prefix, add
         log.info("residual search %d: %.1f sigma at (%.3f, %.3f) in %s: new source %s", k + 1, peak.sqrt_ts, lon, peak.lat,
                  peak.dataset, name)
         trial = [*members, new]
-        fitter.run(trial, free=_free_ids(new) | _amplitude_ids(members))
-        fitter.run(trial, free=_all_ids(trial))
+        fitter.run(trial, free=free_ids(new) | amplitude_ids(members))
+        fitter.run(trial, free=all_ids(trial))
         members = trial
         added.append(name)
     return members
@@ -441,14 +157,14 @@ def _residual_search(fitter, members, *, center, search_radius, name_prefix, add
 # ----------------------------------------------------------------------------- TS
 
 
-def _source_ts(fitter: _GroupFitter, members, name, base: np.ndarray) -> tuple[float, np.ndarray]:
+def _source_ts(fitter: GroupFitter, members, name, base: np.ndarray) -> tuple[float, np.ndarray]:
     """TS of ``name`` (refit without it) and the datasets' contributions."""
     reduced = [m for m in members if m.name != name]
     saved = [(p, p.value, p.error) for m in members for p in m.parameters]
     saved += [(p, p.value, p.error) for b in fitter.backgrounds for p in b.parameters]
     try:
         if reduced:
-            free = _all_ids(reduced) if fitter.options.ts_refit == "all" else _spectral_ids(reduced)
+            free = all_ids(reduced) if fitter.options.ts_refit == "all" else spectral_ids(reduced)
             fitter.run(reduced, free=free)
         else:
             fitter.run(reduced, free=set())
@@ -502,7 +218,7 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
     datasets = list(datasets)
     if not datasets:
         raise ValueError("fit_group needs at least one dataset (the group's region has no safe bin?)")
-    fitter = _GroupFitter(datasets, neighbours, o)
+    fitter = GroupFitter(datasets, neighbours, o)
     members = list(members)
     out = GroupFit(Models([*members, *fitter.backgrounds]), [m.name for m in members], "ok", fitter.neighbours)
     start_stat = fitter.stat(members)
@@ -511,23 +227,23 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
         log.error("group %s: %s", name_prefix, out.status)
         return out
     if members:
-        fitter.run(members, free=_amplitude_ids(members))
-        fitter.run(members, free=_all_ids(members))
+        fitter.run(members, free=amplitude_ids(members))
+        fitter.run(members, free=all_ids(members))
         if first_pass and o.residual and o.max_new > 0:
             members = _residual_search(fitter, members, center=center, search_radius=search_radius, name_prefix=name_prefix,
                                        added=out.added)
         if first_pass and o.selection:
-            quick = _quick_ts(fitter, members)
+            quick = quick_ts(fitter, members)
             order = sorted(members, key=lambda m: -quick[m.name])
             for rank, m in enumerate(order):
                 sel = out.selection.setdefault(m.name, Selection())
                 if quick[m.name] < o.min_ts_select:
                     continue
-                members = _select_spatial(fitter, members, m.name, brightest=rank == 0, ts_quick=quick[m.name],
+                members = select_spatial(fitter, members, m.name, brightest=rank == 0, ts_quick=quick[m.name],
                                           seeded_shell=m.name in set(seeded_shells), sel=sel)
-                members = _select_spectral(fitter, members, m.name, sel=sel)
+                members = select_spectral(fitter, members, m.name, sel=sel)
     for _ in range(_MAX_TS_ROUNDS):
-        result = fitter.run(members, free=_all_ids(members), covariance=True, fast=False)
+        result = fitter.run(members, free=all_ids(members), covariance=True, fast=False)
         out.result = result
         base = fitter.dataset_stats(members)
         out.ts, out.ts_datasets = {}, {}

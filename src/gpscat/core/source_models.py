@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpscat.core.association import extent_radius
+from gpscat.core.association import R68_PER_SIGMA, extent_radius
 from gpscat.models import spatial as sm
 from gpscat.models import spectral as sp
 from gpscat.models.sky import SkyModel
@@ -120,12 +120,12 @@ def make_spatial(kind: str, lon: float, lat: float, r68: float, *, limits: Shape
     if kind == "point":
         model = sm.PointSpatialModel(lon_0=lon, lat_0=lat, frame=frame)
     elif kind == "gauss":
-        model = sm.GaussianSpatialModel(lon_0=lon, lat_0=lat, sigma=np.clip(r68 / 1.5096, lo, hi), frame=frame)
+        model = sm.GaussianSpatialModel(lon_0=lon, lat_0=lat, sigma=np.clip(r68 / R68_PER_SIGMA, lo, hi), frame=frame)
     elif kind == "disk":
         model = sm.DiskSpatialModel(lon_0=lon, lat_0=lat, r_0=np.clip(r68 / _DISK_R68, lo, hi), frame=frame)
     elif kind == "gauss-general":
         # eta = 0.5 is the Gaussian: r_0 = sqrt(2) sigma
-        model = sm.GeneralizedGaussianSpatialModel(lon_0=lon, lat_0=lat, r_0=np.clip(r68 / 1.5096 * np.sqrt(2), lo, hi),
+        model = sm.GeneralizedGaussianSpatialModel(lon_0=lon, lat_0=lat, r_0=np.clip(r68 / R68_PER_SIGMA * np.sqrt(2), lo, hi),
                                                    eta=0.5, frame=frame)
         model.eta.min, model.eta.max = 0.1, 1.0
     else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpscat.core.association import R68_PER_SIGMA
 from gpscat.core.dataset import MapDataset
 from gpscat.core.fluxes import (
     TEV_TO_ERG,
@@ -146,7 +147,7 @@ def source_record(model: SkyModel, models: Models, datasets, *, ts: float, ts_da
     try:
         pe = position_error(model, models)
         ok = pe.semi_major > 0
-        rec["Pos_Err_68"] = 1.5096 * np.sqrt(pe.semi_major * pe.semi_minor) if ok else np.nan
+        rec["Pos_Err_68"] = R68_PER_SIGMA * np.sqrt(pe.semi_major * pe.semi_minor) if ok else np.nan
         rec["Pos_Err_95"] = pe.r95 if ok else np.nan
     except ValueError:
         rec["Pos_Err_68"] = rec["Pos_Err_95"] = np.nan

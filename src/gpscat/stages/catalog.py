@@ -86,6 +86,21 @@ def _rows(table: Table) -> list[dict]:
              for k in table.colnames} for row in table]
 
 
+def _unfitted_seeds(path, fitted: set[int]) -> list[dict]:
+    """REJECTED rows of the seeds the group stage did not take (classifier's selection)."""
+    t = read_seeds(path)
+    rows = []
+    for row in t:
+        if int(row["ID"]) in fitted:
+            continue
+        why = [f"{c}={row[c]}" for c in ("Class", "Selected") if c in t.colnames]
+        if "P_Real" in t.colnames:
+            why.append(f"P_Real={row['P_Real']:.2f}")
+        rows.append({"Source_ID": "", "Seed_ID": int(row["ID"]), "Group_ID": 0, "Pass": 0, "GLON": float(row["GLON"]),
+                     "GLAT": float(row["GLAT"]), "TS": np.nan, "Reason": "seed not selected for fitting (" + ", ".join(why) + ")"})
+    return rows
+
+
 def _seed_info(path) -> dict[int, dict]:
     t = read_seeds(path)
     cls = np.char.strip(np.asarray(t["Class"], dtype=str)) if "Class" in t.colnames else np.full(len(t), "unknown")
@@ -261,7 +276,9 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
     fp_rows.sort(key=lambda r: (r["Source_Name"], r["e_ref"]))
     flux_points = table_from_rows(flux_point_columns(), fp_rows)
     rej_rows = _rows(vstack([r["REJECTED"] for r in results], metadata_conflicts="silent")) if results else []
-    _, _, not_fitted = read_groups(groups)
+    grouped, _, not_fitted = read_groups(groups)
+    fitted = {int(i) for t in (grouped, not_fitted) if "Seed_ID" in t.colnames for i in t["Seed_ID"]}
+    rej_rows += _unfitted_seeds(seeds, fitted)
     for r in not_fitted:
         rej_rows.append({"Source_ID": "", "Seed_ID": int(r["Seed_ID"]), "Group_ID": 0, "Pass": 0, "GLON": float(r["GLON"]),
                          "GLAT": float(r["GLAT"]), "TS": np.nan, "Reason": f"not fitted: {r['Reason']}"})
@@ -270,7 +287,7 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
     observations = Table(rows=obs, names=("Dataset", "OBS_ID"), dtype=("U32", "i8")) if obs else Table(names=("Dataset", "OBS_ID"), dtype=("U32", "i8"))
     header = {"CATNAME": cfg["run"]["name"][:68], "CFGHASH": cfg.hash, "NSOURCES": len(cat), "NREJECT": len(rejected),
               "TSTHRESH": float(cfg["fit"]["ts_threshold"]), "NPASSES": int(cfg["fit"]["passes"]), "DATASETS": ",".join(names),
-              "BANDS": ",".join(f"{lo:g}:{hi:g}" for lo, hi in bands), "NOBS": len(obs), "GPSCATST": "catalog", **_versions()}
+              "BANDS": ",".join(f"{lo:g}:{hi:g}" for lo, hi in bands), "NOBS": len({o for _, o in obs}), "GPSCATST": "catalog", **_versions()}
     write_catalog_fits(paths["catalog"], catalog=cat, flux_points=flux_points, rejected=rejected, observations=observations, header=header)
     cat_models = _catalog_models(sorted(models, key=str), id_to_name)
     write_models(paths["yaml"], cat_models)
@@ -287,12 +304,12 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
         _panel(fig, grid[k, 0], d.geom, sig[d.name], f"{d.name}: significance (r = {radius:g} deg), {len(cat)} sources",
                regions, label="significance")
     _save(fig, paths["overview"])
-    fig = Figure(figsize=(16, 3.6 * len(full)))
-    grid = fig.add_gridspec(len(full), 4)
+    fig = Figure(figsize=(15, 3.8 * len(full)), layout="constrained")
+    grid = fig.add_gridspec(len(full), 2, width_ratios=(3, 1))
     for k, d in enumerate(full):
-        _panel(fig, grid[k, :3], d.geom, res[d.name], f"{d.name}: residual significance (r = {radius:g} deg)", regions,
+        _panel(fig, grid[k, 0], d.geom, res[d.name], f"{d.name}: residual significance (r = {radius:g} deg)", regions,
                label="significance")
-        ax = fig.add_subplot(grid[k, 3])
+        ax = fig.add_subplot(grid[k, 1])
         v = res[d.name][np.isfinite(res[d.name])]
         if v.size:
             ax.hist(v, bins=np.linspace(-6, 8, 57), histtype="step", color="k")
