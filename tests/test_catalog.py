@@ -144,6 +144,7 @@ def test_demo_survey_catalog_against_the_truth(tmp_path):
     simulate = pytest.importorskip("gpscat.stages.simulate")
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     raw["significance"] = {**raw.get("significance", {}), "quicklook": False}
+    raw["associate"]["catalogs"] = [{"path": str(tmp_path / "store" / "truth" / "models.yaml"), "tag": "injected"}]
     sim = simulate.simulate_survey(raw, tmp_path / "store")
     maps = map_chain(sim.config, tmp_path)
     paths = catalog_chain(sim.config, tmp_path, seeds=maps["seeds"], datasets=maps["datasets"])
