@@ -38,7 +38,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "significance": ("survey", "datasets", "significance"),
     "detect": ("survey", "datasets", "significance", "detect"),
     "associate": ("survey", "datasets", "detect", "associate"),
-    "classify": ("survey", "datasets", "significance", "detect", "associate", "classify", "simulation"),
+    "classify": ("data", "survey", "datasets", "background", "significance", "detect", "associate", "classify", "simulation"),
     "group": ("survey", "datasets", "group"),
     "fit": ("survey", "datasets", "group", "fit"),
     "aperture": ("data", "survey", "datasets", "aperture"),

@@ -34,6 +34,7 @@ CATALOG_PRODUCTS = [
     "overview.png",
     "residual_significance.fits",
     "residual_significance.png",
+    "aperture_spectra.fits",
 ]
 DATASETS = [d["name"] for d in config["datasets"]]
 BACKGROUND_METHOD = config["background"]["method"]
@@ -89,7 +90,7 @@ def known_catalogs():
 
 def release_products():
     """Result files shipped in a release (catalog products, seeds)."""
-    return [
+    return [f"results/catalog/{name}" for name in CATALOG_PRODUCTS] + [
         "results/seeds/seeds_detected.fits",
         "results/seeds/seeds_detected.reg",
         "results/seeds/seeds_associated.fits",
@@ -112,7 +113,8 @@ def workflow_config_files():
 
 def report_command_args():
     """Arguments for a `snakemake --report` of this very run (same Snakefile and configs)."""
-    args = ["--snakefile", workflow.main_snakefile, "--nolock"]
+    # --cores: rules whose threads scale with the core count need it even for a report.
+    args = ["--snakefile", workflow.main_snakefile, "--nolock", "--cores", "1"]
     for f in workflow.config_settings.configfiles:
         args += ["--configfile", str(f)]
     return " ".join(shlex.quote(a) for a in args)
