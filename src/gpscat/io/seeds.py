@@ -110,19 +110,27 @@ def seed_regions(table: Table, *, frame: str = "galactic") -> Regions:
     shapes = []
     if len(table) == 0:
         return Regions(shapes)
-    c = SkyCoord(np.asarray(table["GLON"]), np.asarray(table["GLAT"]), unit="deg", frame="galactic")
+    def column(name, fill):  # masked entries (tables read back with NaNs or blanks) → fill
+        return np.ma.filled(np.ma.asarray(table[name]), fill)
+
+    c = SkyCoord(column("GLON", np.nan).astype(float), column("GLAT", np.nan).astype(float), unit="deg", frame="galactic")
     if frame != "galactic":
         c = c.transform_to(frame)
-    for i, row in enumerate(table):
-        text = {"text": f"{int(row['ID'])}"}
-        if row["Type"] == "shell":
-            inner = max(float(row["Shell_Radius"]), 1e-4)
-            outer = max(inner + float(np.nan_to_num(row["Shell_Width"])), inner * 1.01)
+    ids = column("ID", -1).astype(int)
+    kinds = column("Type", "").astype(str)
+    nest = column("Nest_Flag", 0).astype(int)
+    extent = np.nan_to_num(column("Extent", np.nan).astype(float), nan=0.05)
+    shell_r = column("Shell_Radius", np.nan).astype(float) if "Shell_Radius" in table.colnames else np.full(len(table), np.nan)
+    shell_w = np.nan_to_num(column("Shell_Width", 0.0).astype(float)) if "Shell_Width" in table.colnames else np.zeros(len(table))
+    for i in range(len(table)):
+        text = {"text": f"{ids[i]}"}
+        if kinds[i] == "shell":
+            inner = max(np.nan_to_num(shell_r[i], nan=extent[i]), 1e-4)
+            outer = max(inner + shell_w[i], inner * 1.01)
             shapes.append(CircleAnnulusSkyRegion(c[i], inner * u.deg, outer * u.deg, meta=text, visual={"color": "cyan"}))
         else:
-            color = "yellow" if int(row["Nest_Flag"]) & 1 else "green"
-            radius = max(float(np.nan_to_num(row["Extent"], nan=0.05)), 1e-3)
-            shapes.append(CircleSkyRegion(c[i], radius * u.deg, meta=text, visual={"color": color}))
+            color = "yellow" if nest[i] & 1 else "green"
+            shapes.append(CircleSkyRegion(c[i], max(extent[i], 1e-3) * u.deg, meta=text, visual={"color": color}))
     return Regions(shapes)
 
 
