@@ -74,10 +74,12 @@ def _stack(p: argparse.ArgumentParser):
     p.add_argument("--dataset", required=True)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--provenance", type=Path, default=None, help="JSON: observations used and skipped")
+    p.add_argument("--tile", default=None, help="stack the full region of this tile (config tiles) only")
     p.add_argument("inputs", nargs="*", type=Path, help="per-observation dataset files")
 
     def run(cfg: Config, args):
-        _stage("stack").run(cfg, dataset=args.dataset, inputs=args.inputs, output=args.output, provenance=args.provenance)
+        _stage("stack").run(cfg, dataset=args.dataset, inputs=args.inputs, output=args.output, provenance=args.provenance,
+                            tile=args.tile)
 
     return run
 
@@ -176,16 +178,21 @@ def _simulate_truth(p: argparse.ArgumentParser):
     return run
 
 
-@command("detect", "seeds: peaks and Hough shells on the significance maps of all datasets and radii")
-def _detect(p: argparse.ArgumentParser):
-    p.add_argument("--significance", nargs="+", type=Path, required=True, help="significance_r*.fits files")
-    p.add_argument("--bands", nargs="*", type=Path, default=[], help="bands_r*.fits files (index map)")
-    p.add_argument("--datasets", nargs="*", type=Path, default=[], help="stacked dataset.fits files (PSF)")
+def _seed_outputs(p: argparse.ArgumentParser) -> None:
+    """The products of detect (and of merge-seeds, the same for tiles)."""
     p.add_argument("--seeds", required=True, type=Path)
     p.add_argument("--regions", required=True, type=Path)
     p.add_argument("--index-map", required=True, type=Path)
     p.add_argument("--exclusion", required=True, type=Path)
     p.add_argument("--plot", type=Path, default=None)
+
+
+@command("detect", "seeds: peaks and Hough shells on the significance maps of all datasets and radii")
+def _detect(p: argparse.ArgumentParser):
+    p.add_argument("--significance", nargs="+", type=Path, required=True, help="significance_r*.fits files")
+    p.add_argument("--bands", nargs="*", type=Path, default=[], help="bands_r*.fits files (index map)")
+    p.add_argument("--datasets", nargs="*", type=Path, default=[], help="stacked dataset.fits files (PSF)")
+    _seed_outputs(p)
 
     def run(cfg: Config, args):
         _stage("detect").run(
@@ -201,6 +208,47 @@ def _detect(p: argparse.ArgumentParser):
         )
 
     return run
+
+
+@command("merge-seeds", "tiles: merge the tiles' seeds (kept by the tile whose core holds them), index maps and detection exclusions")
+def _merge_seeds(p: argparse.ArgumentParser):
+    p.add_argument("--tiles", nargs="+", required=True, help="tile names, in the order of the files")
+    p.add_argument("--tile-seeds", nargs="+", type=Path, required=True, help="each tile's seeds_detected.fits")
+    p.add_argument("--tile-index-maps", nargs="+", type=Path, required=True, help="each tile's index_map.fits")
+    p.add_argument("--tile-exclusions", nargs="+", type=Path, required=True, help="each tile's detection_exclusion.fits")
+    p.add_argument("--tile-plot-maps", nargs="*", type=Path, default=[], help="each tile's significance file shown in the PNG")
+    _seed_outputs(p)
+
+    def run(cfg: Config, args):
+        _stage("tiles").merge_seeds(
+            cfg, tiles=args.tiles, seed_files=args.tile_seeds, index_maps=args.tile_index_maps, exclusions=args.tile_exclusions,
+            seeds=args.seeds, regions=args.regions, index_map=args.index_map, exclusion=args.exclusion,
+            plot_maps=args.tile_plot_maps, plot=args.plot,
+        )
+
+    return run
+
+
+def _merge_per_dataset(name: str, what: str, function: str, inputs_help: str):
+    """A ``merge-<what>`` command: one dataset's per-tile files → its survey-wide product."""
+
+    @command(name, f"tiles: {what}")
+    def add(p: argparse.ArgumentParser):
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--tiles", nargs="+", required=True, help="tile names, in the order of the files")
+        p.add_argument("--output", required=True, type=Path)
+        p.add_argument("inputs", nargs="+", type=Path, help=inputs_help)
+
+        def run(cfg: Config, args):
+            getattr(_stage("tiles"), function)(cfg, dataset=args.dataset, tiles=args.tiles, inputs=args.inputs, output=args.output)
+
+        return run
+
+
+_merge_per_dataset("merge-exclusion", "the survey exclusion mask of one dataset from the cores of the tiles' masks",
+                   "merge_exclusion", "each tile's exclusion.fits")
+_merge_per_dataset("merge-psf", "the survey's stacked PSF of one dataset from the tiles' stacked files", "merge_psf",
+                   "each tile's stacked.fits")
 
 
 @command("convert-xml", "convert a ctools/GammaLib XML sky model to gammapy model YAML (+ JSON summary)")
@@ -335,6 +383,7 @@ def _fit_group(p: argparse.ArgumentParser):
     p.add_argument("--datasets", nargs="+", type=Path, required=True, help="stacked dataset.fits files")
     p.add_argument("--output", required=True, type=Path, help="results/fit/pass<p>/group_<gid>.fits")
     p.add_argument("--output-models", required=True, type=Path, help="results/fit/pass<p>/group_<gid>.yaml")
+    p.add_argument("--tile", default=None, help="tiles: the tile whose core holds the group centre (the datasets are its)")
 
     def run(cfg: Config, args):
         _stage("fit").run(
@@ -349,6 +398,7 @@ def _fit_group(p: argparse.ArgumentParser):
             datasets=args.datasets,
             output=args.output,
             output_models=args.output_models,
+            tile=args.tile,
         )
 
     return run

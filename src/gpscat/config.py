@@ -26,6 +26,7 @@ import yaml
 
 from gpscat.core.geom import MapAxis, WcsGeom
 from gpscat.core.pointings import Pointing, strip_pointings
+from gpscat.core.tiles import TileGrid
 
 __all__ = [
     "SCHEMA_PATH",
@@ -37,6 +38,7 @@ __all__ = [
     "config_hash",
     "load_config",
     "quantity",
+    "required_tile_margin",
     "validate_config",
 ]
 
@@ -304,6 +306,41 @@ class Config:
             first_obs_id=first,
         )
 
+    @property
+    def tiles(self) -> TileGrid | None:
+        """The survey tile grid (``tiles``), or ``None`` when the survey is one tile.
+
+        ``None`` also when ``tiles.size`` covers the survey: one tile is the untiled
+        workflow, with its files unchanged.
+        """
+        t = self["tiles"]
+        if t.get("size") is None:
+            return None
+        size = tuple(quantity(v, "deg", key=f"tiles.size[{i}]") for i, v in enumerate(t["size"]))
+        if min(size) <= 0:
+            raise ConfigError(f"config key tiles.size: must be positive, got {list(t['size'])}")
+        margin = quantity(t.get("margin", "1 deg"), "deg", key="tiles.margin")
+        if margin < 0:
+            raise ConfigError(f"config key tiles.margin: must be >= 0, got {t.get('margin')!r}")
+        grid = TileGrid(self.survey.width, size, margin)
+        return None if len(grid) == 1 else grid
+
+    def check_tiles(self) -> None:
+        """``tiles.margin`` covers the reach of the map stages (:func:`required_tile_margin`).
+
+        Needs the whole config (the workflow at parse time, ``load_config``): a stage job's
+        ``--params`` carry only its own sections.
+        """
+        grid = self.tiles
+        if grid is None:
+            return
+        need, what = required_tile_margin(self)
+        if grid.margin < need - 1e-9:
+            raise ConfigError(
+                f"config key tiles.margin: {self['tiles']['margin']!r} is smaller than the {need:g} deg the maps of a "
+                f"tile's core need ({what}); raise tiles.margin to at least '{need:g} deg'"
+            )
+
     def path(self, value: str | os.PathLike) -> Path:
         """Resolve a config path relative to the config's base directory."""
         p = Path(value)
@@ -319,11 +356,52 @@ class Config:
             if k in self["background"].get("ring", {}):
                 quantity(self["background"]["ring"][k], "deg", key=f"background.ring.{k}")
         quantity(self["associate"].get("psf_r68", "0.1 deg"), "deg", key="associate.psf_r68")
+        self.tiles  # noqa: B018
         sim = self["simulation"]
         if sim.get("enabled"):
             quantity(sim.get("livetime", "0.5 h"), "s", key="simulation.livetime")
             if not self.pointings():
                 raise ConfigError("config key simulation.pointings: the pattern gives no pointing")
+
+
+def required_tile_margin(cfg: Config) -> tuple[float, str]:
+    """Smallest ``tiles.margin`` (deg) for which a tile's core sees what the whole survey shows.
+
+    The largest reach of any map operation around a core pixel: correlation radii, the
+    detection footprint (seed moments, Hough shells, detection exclusion), the ring
+    background and the first-pass exclusion.  Returns the margin and the key that sets it.
+    The fit regions of interest depend on the data and are checked by each fit job.
+    """
+
+    def deg(value, key):
+        return quantity(value, "deg", key=key)
+
+    reach: dict[str, float] = {}
+    for i, r in enumerate(cfg["significance"].get("correlation_radii", [])):
+        reach[f"significance.correlation_radii[{i}]"] = deg(r, f"significance.correlation_radii[{i}]")
+    d = cfg["detect"]
+    if d:
+        reach["detect.size.max_radius"] = deg(d["size"]["max_radius"], "detect.size.max_radius")
+        if d["hough"]["enabled"]:
+            reach["detect.hough.radius_max + correlation_radius"] = deg(d["hough"]["radius_max"], "detect.hough.radius_max") + deg(
+                d["hough"]["correlation_radius"], "detect.hough.correlation_radius")
+        reach["detect.exclusion.correlation_radius + dilate"] = deg(d["exclusion"]["correlation_radius"], "detect.exclusion.correlation_radius") + deg(
+            d["exclusion"]["dilate"], "detect.exclusion.dilate")
+    b = cfg["background"]
+    if b and b["method"] == "ring":
+        ring = b["ring"]
+        if ring["adaptive"]:
+            reach["background.ring.r_out_max"] = deg(ring["r_out_max"], "background.ring.r_out_max")
+        else:
+            reach["background.ring.r_in + width"] = deg(ring["r_in"], "background.ring.r_in") + deg(ring["width"], "background.ring.width")
+    if b and b["exclusion"]["hysteresis"]["enabled"]:
+        h = b["exclusion"]["hysteresis"]
+        key = "background.exclusion.hysteresis"
+        reach[f"{key}.correlation_radius + dilate"] = deg(h["correlation_radius"], f"{key}.correlation_radius") + deg(h["dilate"], f"{key}.dilate")
+    if not reach:
+        return 0.0, "nothing"
+    key = max(reach, key=reach.get)
+    return reach[key], key
 
 
 def load_config(path: str | os.PathLike | None = None, *, overrides: Mapping | None = None) -> Config:
@@ -345,7 +423,9 @@ def load_config(path: str | os.PathLike | None = None, *, overrides: Mapping | N
     if overrides:
         raw = _deep_update(raw, overrides)
     data = validate_config(raw, source=source)
-    return Config(data, source=source, base_dir=base_dir)
+    cfg = Config(data, source=source, base_dir=base_dir)
+    cfg.check_tiles()
+    return cfg
 
 
 def _deep_update(base: dict, new: Mapping) -> dict:

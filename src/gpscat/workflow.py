@@ -4,7 +4,9 @@
 * :func:`observation_ids` — the observation list (from the simulated pointing pattern or
   from the data store's obs-index with the configured selection), known before any job runs;
 * :func:`stage_params` — the JSON of the config sections a stage reads, shell-quoted, so a
-  rule reruns when (and only when) those sections change.
+  rule reruns when (and only when) those sections change;
+* :func:`tile_names`, :func:`tile_observations`, :func:`group_tile` — the survey tiles
+  (``tiles``), the observations whose reduced cutout overlaps a tile, the tile of a group.
 """
 
 from __future__ import annotations
@@ -15,24 +17,33 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from gpscat.config import Config, validate_config
+from gpscat.core.geom import to_frame
+from gpscat.io.groups import read_groups
+from gpscat.products import correlation_radii as _correlation_radii
 from gpscat.products import output_paths as _significance_paths
-from gpscat.stages.reduce import select_observations
+from gpscat.stages.reduce import open_store, select_observations
 
 __all__ = [
+    "group_tile",
     "load_workflow_config",
     "observation_ids",
     "resources_for",
+    "seed_plot_map",
     "significance_outputs",
     "stage_params",
     "stage_sections",
+    "tile_names",
+    "tile_observations",
 ]
 
 #: config sections each stage reads (besides the always-passed ``run`` section)
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "simulate": ("simulation", "data"),
     "reduce": ("data", "survey", "datasets"),
-    "stack": ("survey", "datasets"),
+    "stack": ("survey", "datasets", "tiles"),
     "exclusion": ("survey", "datasets", "background", "significance"),
     "background": ("survey", "datasets", "background"),
     "significance": ("survey", "datasets", "significance"),
@@ -40,9 +51,10 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "associate": ("survey", "datasets", "detect", "associate"),
     "classify": ("data", "survey", "datasets", "background", "significance", "detect", "associate", "classify", "simulation"),
     "group": ("survey", "datasets", "group"),
-    "fit": ("survey", "datasets", "group", "fit"),
+    "fit": ("survey", "datasets", "group", "fit", "tiles"),
     "aperture": ("data", "survey", "datasets", "aperture"),
-    "catalog": ("survey", "datasets", "fit", "catalog", "associate"),
+    "catalog": ("survey", "datasets", "fit", "catalog", "associate", "tiles"),
+    "tiles": ("survey", "datasets", "detect", "tiles"),
     "release": ("release",),
 }
 
@@ -69,6 +81,8 @@ def stage_sections(config: Mapping[str, Any], stage: str) -> dict:
         raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_SECTIONS)}")
     data = _validated(config)
     keys = ("run", *STAGE_SECTIONS[stage])
+    if _grid(config) is None:  # untiled: the same params (and no rerun) as without the section
+        keys = tuple(k for k in keys if k != "tiles")
     return {k: data[k] for k in keys if k in data}
 
 
@@ -101,10 +115,99 @@ def observation_ids(config: Mapping[str, Any]) -> list[int]:
     return ids
 
 
-def significance_outputs(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Files the significance stage writes for ``dataset`` (wildcard strings allowed)."""
+def significance_outputs(config: Mapping[str, Any], dataset: str, tile: str | None = None) -> list[str]:
+    """Files the significance stage writes for ``dataset`` (and ``tile``; wildcard strings allowed)."""
     cfg = load_workflow_config(config)
-    return [str(p) for p in _significance_paths(cfg, f"results/maps/{dataset}")]
+    folder = f"results/maps/{dataset}" if tile is None else f"results/maps/{dataset}/tiles/{tile}"
+    return [str(p) for p in _significance_paths(cfg, folder)]
+
+
+# ------------------------------------------------------------------ tiles
+
+_POINTINGS: dict[str, dict[int, tuple[float, float]]] = {}
+
+
+def _grid(config: Mapping[str, Any]):
+    return load_workflow_config(config).tiles
+
+
+def tile_names(config: Mapping[str, Any]) -> list[str]:
+    """Names of the survey tiles (``x<i>y<j>``); empty when the survey is one tile.
+
+    Checks ``tiles.margin`` against the whole config (a ConfigError names the key).
+    """
+    cfg = load_workflow_config(config)
+    cfg.check_tiles()
+    grid = cfg.tiles
+    return [] if grid is None else [t.name for t in grid.tiles]
+
+
+def _pointings(config: Mapping[str, Any]) -> dict[int, tuple[float, float]]:
+    """Observation id → pointing (RA, Dec) in deg, known at parse time (memoised).
+
+    Simulated survey: the pointing pattern; real data: the obs-index (RA_PNT, DEC_PNT), the
+    pointing the reduction centres its cutout on.
+    """
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _POINTINGS:
+        cfg = load_workflow_config(config)
+        if cfg["simulation"].get("enabled"):
+            pts = cfg.pointings()
+            out = {}
+            for p in pts:
+                ra, dec = to_frame(p.lon, p.lat, p.frame, "icrs")
+                out[p.obs_id] = (float(ra), float(dec))
+        else:
+            table = open_store(cfg).obs_table
+            out = {int(i): (float(ra), float(dec)) for i, ra, dec in zip(table["OBS_ID"], table["RA_PNT"], table["DEC_PNT"], strict=True)}
+        _POINTINGS[key] = out
+    return _POINTINGS[key]
+
+
+def tile_observations(config: Mapping[str, Any], dataset: str, tile: str) -> list[int]:
+    """Observations of the run whose reduced cutout of ``dataset`` overlaps ``tile``'s full region.
+
+    The cutout is the box the reduction cuts (``cutout_width`` around the pointing, on the
+    dataset's survey grid), grown by one pixel against rounding of the pointing's frame
+    conversion: an extra observation only adds nothing.
+    """
+    cfg = load_workflow_config(config)
+    grid = cfg.tiles
+    if grid is None:
+        raise ValueError("tile_observations: the survey is not tiled (tiles.size)")
+    d = cfg.dataset(dataset)
+    survey = cfg.survey.geom(d.binsz)
+    pointings = _pointings(config)
+    out = []
+    for obs_id in observation_ids(config):
+        ra, dec = pointings[obs_id]
+        box = survey.cutout_slices(ra, dec, d.cutout_width + 2 * d.binsz, frame="icrs")
+        if grid.overlaps(survey, tile, box):
+            out.append(obs_id)
+    return out
+
+
+def seed_plot_map(config: Mapping[str, Any], tile: str) -> str:
+    """The significance file of ``tile`` that the seed PNG shows, as the untiled detect
+    chooses it: the dataset of the finest pixels, the smallest correlation radius."""
+    cfg = load_workflow_config(config)
+    d = min(cfg.datasets, key=lambda x: x.binsz)
+    r = min(_correlation_radii(cfg))
+    return f"results/maps/{d.name}/tiles/{tile}/significance_r{r:.2f}.fits"
+
+
+def group_tile(config: Mapping[str, Any], groups: str, group_id: int) -> str:
+    """The tile whose core contains the centre of group ``group_id`` (groups.fits of the checkpoint)."""
+    cfg = load_workflow_config(config)
+    grid = cfg.tiles
+    if grid is None:
+        raise ValueError("group_tile: the survey is not tiled (tiles.size)")
+    _, table, _ = read_groups(groups)
+    rows = table[np.asarray(table["Group_ID"]) == int(group_id)]
+    if len(rows) != 1:
+        raise ValueError(f"group {group_id} not in {groups}")
+    survey = cfg.survey.geom(cfg.datasets[0].binsz)
+    return str(grid.tile_of(survey, float(rows[0]["GLON"]), float(rows[0]["GLAT"]), "galactic"))
 
 
 # ------------------------------------------------------------------ resources
@@ -112,9 +215,12 @@ def significance_outputs(config: Mapping[str, Any], dataset: str) -> list[str]:
 _MB = 1024.0**2
 
 
-def _dataset_sizes(cfg: Config, name: str) -> dict[str, float]:
+def _dataset_sizes(cfg: Config, name: str, tile: str | None = None) -> dict[str, float]:
     d = cfg.dataset(name)
     survey = cfg.survey.geom(d.binsz)
+    grid = cfg.tiles
+    if tile is not None and grid is not None:  # a tile's job holds the tile's full region only
+        survey = grid.full_geom(survey, tile)
     ny, nx = survey.shape
     cut = min(int(d.cutout_width / d.binsz) + 2, nx) * min(int(d.cutout_width / d.binsz) + 2, ny)
     return {
@@ -125,13 +231,17 @@ def _dataset_sizes(cfg: Config, name: str) -> dict[str, float]:
     }
 
 
-def _estimate(cfg: Config, stage: str, dataset: str | None) -> tuple[int, int]:
+def _estimate(cfg: Config, stage: str, dataset: str | None, tile: str | None = None) -> tuple[int, int]:
     """(mem_mb, runtime_min) of one job, from the pixel and bin counts it handles."""
     names = [dataset] if dataset else [d.name for d in cfg.datasets]
     mem, runtime = 0.0, 0.0
     for name in names:
-        s = _dataset_sizes(cfg, name)
-        if stage == "reduce":
+        s = _dataset_sizes(cfg, name, tile)
+        if stage == "merge":
+            # survey-wide 2-D images (one per HDU) plus one tile's 2-D maps
+            nbytes = s["survey_pix"] * 8 * 8
+            minutes = 2 + s["survey_pix"] / 5e6
+        elif stage == "reduce":
             # a few float64 cubes of the cutout in reco and true energy, plus the events
             nbytes = s["cutout_pix"] * (4 * s["ne"] + 3 * s["net"]) * 8
             minutes = 1 + s["cutout_pix"] * (s["ne"] + s["net"]) / 2e7
@@ -147,15 +257,18 @@ def _estimate(cfg: Config, stage: str, dataset: str | None) -> tuple[int, int]:
 def resources_for(config: Mapping[str, Any], stage: str) -> dict:
     """``resources:`` of a rule: ``mem_mb`` and ``runtime`` (minutes) per job.
 
-    Functions of the wildcards (the dataset decides the map sizes), estimated from the
-    number of pixels and energy bins a job holds in memory.
+    Functions of the wildcards (the dataset and, with tiles, the tile decide the map
+    sizes), estimated from the number of pixels and energy bins a job holds in memory.
     """
     cfg = load_workflow_config(config)
 
+    def _est(wildcards):
+        return _estimate(cfg, stage, getattr(wildcards, "dataset", None), getattr(wildcards, "tile", None))
+
     def mem_mb(wildcards, attempt=1):
-        return _estimate(cfg, stage, getattr(wildcards, "dataset", None))[0] * attempt
+        return _est(wildcards)[0] * attempt
 
     def runtime(wildcards, attempt=1):
-        return _estimate(cfg, stage, getattr(wildcards, "dataset", None))[1] * attempt
+        return _est(wildcards)[1] * attempt
 
     return {"mem_mb": mem_mb, "runtime": runtime}

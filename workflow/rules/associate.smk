@@ -4,7 +4,7 @@
 rule associate:
     input:
         seeds="results/seeds/seeds_detected.fits",
-        datasets=stacked_datasets(),
+        datasets=psf_datasets(),
         catalogs=known_catalogs(),
     output:
         "results/seeds/seeds_associated.fits",

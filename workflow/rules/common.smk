@@ -7,10 +7,14 @@ from snakemake.utils import validate
 from gpscat.config import SCHEMA_PATH
 from gpscat.io.groups import group_neighbours
 from gpscat.workflow import (
+    group_tile,
     observation_ids,
     resources_for,
+    seed_plot_map,
     significance_outputs,
     stage_params,
+    tile_names,
+    tile_observations,
 )
 
 validate(config, str(SCHEMA_PATH))
@@ -38,15 +42,54 @@ CATALOG_PRODUCTS = [
 ]
 DATASETS = [d["name"] for d in config["datasets"]]
 BACKGROUND_METHOD = config["background"]["method"]
+# survey tiles (docs/workflow.md, "Tiles"): [] = one tile, the untiled workflow and its paths
+TILES = tile_names(config)
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     obs_id=r"\d+",
+    tile=r"x\d+y\d+",
 
 
 def reduced_files(wildcards):
-    return expand("results/reduce/{dataset}/{obs_id}.fits", dataset=wildcards.dataset, obs_id=OBS_IDS)
+    """Per-observation files of a stack/background job: all, or those overlapping its tile."""
+    ids = tile_observations(config, wildcards.dataset, wildcards.tile) if TILES else OBS_IDS
+    return expand("results/reduce/{dataset}/{obs_id}.fits", dataset=wildcards.dataset, obs_id=ids)
+
+
+def map_path(name):
+    """A per-dataset map product: results/maps/{dataset}/<name>, per tile under tiles/{tile}/."""
+    return f"results/maps/{{dataset}}/tiles/{{tile}}/{name}" if TILES else f"results/maps/{{dataset}}/{name}"
+
+
+def job_file(kind, stage, suffix):
+    """logs/<stage>/{dataset}.log (benchmarks/…tsv); per tile {dataset}/{tile}."""
+    return f"{kind}/{stage}/{{dataset}}/{{tile}}{suffix}" if TILES else f"{kind}/{stage}/{{dataset}}{suffix}"
+
+
+def tile_arg(wildcards):
+    """`--tile <name>` for a stage command of a tile's job, else nothing."""
+    return f"--tile {wildcards.tile}" if TILES else ""
+
+
+def map_folder(wildcards):
+    """Folder of a map job's products (the significance stage's --output-dir)."""
+    return os.path.dirname(map_path("x").format(dataset=wildcards.dataset, tile=getattr(wildcards, "tile", "")))
+
+
+def tile_files(dataset, name):
+    """A per-tile product of ``dataset`` for every tile, in tile order."""
+    return [f"results/maps/{dataset}/tiles/{t}/{name}" for t in TILES]
+
+
+def tile_inputs(name):
+    """Input function: the per-tile product ``name`` of the job's dataset, every tile."""
+
+    def files(wildcards):
+        return tile_files(wildcards.dataset, name)
+
+    return files
 
 
 def store_index_files():
@@ -59,28 +102,55 @@ def store_index_files():
 
 def background_outputs():
     if BACKGROUND_METHOD == "ring":
-        return {"output": "results/maps/{dataset}/onoff.fits", "norms": "results/maps/{dataset}/background_norms.fits"}
-    return {"output": "results/maps/{dataset}/dataset.fits", "norms": "results/maps/{dataset}/background_norms.fits"}
+        return {"output": map_path("onoff.fits"), "norms": map_path("background_norms.fits")}
+    return {"output": map_path("dataset.fits"), "norms": map_path("background_norms.fits")}
 
 
 def significance_input(wildcards):
     name = "onoff.fits" if BACKGROUND_METHOD == "ring" else "dataset.fits"
-    return f"results/maps/{wildcards.dataset}/{name}"
+    return map_path(name).format(dataset=wildcards.dataset, tile=getattr(wildcards, "tile", ""))
 
 
-def significance_files(kind):
-    """significance_r*.fits (kind "significance") or bands_r*.fits files of all datasets."""
+def significance_files(kind, tile=None):
+    """significance_r*.fits (kind "significance") or bands_r*.fits files of all datasets (of ``tile``)."""
     files = []
     for ds in DATASETS:
-        files += [f for f in significance_outputs(config, ds) if f.endswith(".fits") and os.path.basename(f).startswith(kind)]
+        files += [f for f in significance_outputs(config, ds, tile) if f.endswith(".fits") and os.path.basename(f).startswith(kind)]
     return files
 
 
+def tile_significance_files(kind):
+    """Input function: significance_files(kind) of the job's tile."""
+
+    def files(wildcards):
+        return significance_files(kind, wildcards.tile)
+
+    return files
+
+
+def plot_significance_files():
+    """Per tile, the map the seed PNG shows (the finest dataset's smallest correlation radius)."""
+    return [seed_plot_map(config, t) for t in TILES]
+
+
 def stacked_datasets():
-    """Final stacked dataset of every dataset (FoV/IRF background; the ring keeps on/off)."""
+    """Final stacked dataset of every dataset (FoV/IRF background; the ring keeps on/off);
+    with tiles, every tile's."""
     if BACKGROUND_METHOD == "ring":
         return []
+    if TILES:
+        return [f for ds in DATASETS for f in tile_files(ds, "dataset.fits")]
     return expand("results/maps/{dataset}/dataset.fits", dataset=DATASETS)
+
+
+def psf_datasets():
+    """Dataset files read for their PSF only (detect, associate, group): the stacked datasets,
+    with tiles the merged survey PSF (results/maps/<dataset>/psf.fits) — never the whole cube."""
+    if BACKGROUND_METHOD == "ring":
+        return []
+    if TILES:
+        return expand("results/maps/{dataset}/psf.fits", dataset=DATASETS)
+    return stacked_datasets()
 
 
 def known_catalogs():
@@ -123,7 +193,8 @@ def report_command_args():
 def final_outputs():
     out = []
     for ds in DATASETS:
-        out += significance_outputs(config, ds)
+        for tile in TILES or [None]:
+            out += significance_outputs(config, ds, tile)
     out += ["results/seeds/seeds_detected.fits", "results/seeds/seeds_detected.reg"]
     out += ["results/seeds/seeds_associated.fits", "results/seeds/seeds.fits", "results/seeds/seeds.reg"]
     out += [f"results/catalog/{name}" for name in CATALOG_PRODUCTS]
@@ -154,7 +225,11 @@ def fit_group_inputs(wildcards):
     p, gid = int(wildcards.fit_pass), int(wildcards.gid)
     groups = groups_file()
     neighbours = group_neighbours(groups)[gid]
-    inputs = {"groups": groups, "datasets": stacked_datasets()}
+    datasets = stacked_datasets()
+    if TILES and datasets:  # the stacked datasets of the tile whose core holds the group centre
+        tile = group_tile(config, groups, gid)
+        datasets = [f"results/maps/{ds}/tiles/{tile}/dataset.fits" for ds in DATASETS]
+    inputs = {"groups": groups, "datasets": datasets}
     if p == 1:
         inputs["models"] = f"results/groups/group_{gid}.yaml"
         inputs["neighbours"] = ["results/groups/start_models.yaml"]
@@ -170,8 +245,10 @@ def fit_group_inputs(wildcards):
 
 
 def fit_group_args(wildcards, input):
-    """The optional arguments of `gpscat fit-group` (pass >= 2)."""
+    """The optional arguments of `gpscat fit-group` (pass >= 2; the tile)."""
     args = ""
+    if TILES:
+        args += f" --tile {group_tile(config, input.groups, int(wildcards.gid))}"
     if "previous" in input.keys():
         args += f" --previous {input.previous}"
     if "previous_neighbours" in input.keys():

@@ -5,7 +5,7 @@
 checkpoint group:
     input:
         seeds=grouping_seeds(),
-        datasets=stacked_datasets(),
+        datasets=psf_datasets(),
     output:
         directory("results/groups"),
     log:

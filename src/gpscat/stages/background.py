@@ -100,9 +100,16 @@ def _require(ds: MapDataset, path, *names: str) -> None:
 
 
 def fov_background(
-    cfg: Config, survey: MapDataset, observations: Sequence[str | os.PathLike], usable: np.ndarray
+    cfg: Config, survey: MapDataset, observations: Sequence[str | os.PathLike], usable: np.ndarray,
+    usable_geom: WcsGeom | None = None,
 ) -> tuple[np.ndarray, Table]:
-    """FoV-normalised background mosaic (shape of the survey counts) and the norms table."""
+    """FoV-normalised background mosaic (shape of the survey counts) and the norms table.
+
+    ``usable`` (True = not excluded) lives on ``usable_geom`` (default the mosaic's grid;
+    with tiles the whole survey's, so that an observation's norm is fitted on its whole
+    cutout, the same in every tile).
+    """
+    usable_geom = usable_geom or survey.geom
     fov = cfg["background"]["fov"]
     lo, hi = (float(v) for v in fov["norm_bounds"])
     background = np.zeros(survey.counts.data.shape)
@@ -110,7 +117,7 @@ def fov_background(
     for path, obs in _read_observations(observations):
         obs_id = _obs_id(obs, path)
         safe = _safe(obs)
-        mask = safe & usable_in(obs.geom, survey.geom, usable)[None]
+        mask = safe & usable_in(obs.geom, usable_geom, usable)[None]
         energy = obs.energy_axis.center
         fit = fov_normalise(
             obs.counts.data, obs.background.data, mask,
@@ -138,9 +145,12 @@ def _ring_settings(cfg: Config, binsz: float) -> dict:
 
 
 def ring_onoff(
-    cfg: Config, survey: MapDataset, observations: Sequence[str | os.PathLike], usable: np.ndarray
+    cfg: Config, survey: MapDataset, observations: Sequence[str | os.PathLike], usable: np.ndarray,
+    usable_geom: WcsGeom | None = None,
 ) -> tuple[dict[str, np.ndarray], tuple]:
-    """Stacked ON/OFF maps of the ring background and their energy axes."""
+    """Stacked ON/OFF maps of the ring background and their energy axes (``usable`` on
+    ``usable_geom``, default the mosaic's grid)."""
+    usable_geom = usable_geom or survey.geom
     s = _ring_settings(cfg, survey.geom.binsz)
     axis = survey.energy_axis if s["per_energy_bin"] else survey.energy_axis.squash()
     stack = OnOffStack((axis.nbin, *survey.geom.shape))
@@ -151,7 +161,7 @@ def ring_onoff(
         if not s["per_energy_bin"]:
             counts, acceptance = counts.sum(axis=0, keepdims=True), acceptance.sum(axis=0, keepdims=True)
             safe = safe.any(axis=0, keepdims=True)
-        exclusion = usable_in(obs.geom, survey.geom, usable)
+        exclusion = usable_in(obs.geom, usable_geom, usable)
         if s["adaptive"]:
             off = adaptive_ring_background(
                 counts, acceptance, exclusion_mask=exclusion, r_in=s["r_in"], width=s["width"],
@@ -166,6 +176,16 @@ def ring_onoff(
         stack.add(counts[cut], off.counts_off[cut], acceptance[cut], off.acceptance_off[cut], mask[cut], psl)
         log.info("obs %s: ring OFF counts %.0f in %d safe pixels", path.stem, float(off.counts_off[mask].sum()), int(mask.sum()))
     return stack.result(), (axis,)
+
+
+def _covers(parent: WcsGeom, geom: WcsGeom) -> bool:
+    """``geom`` is ``parent`` or an aligned sub-grid of it (a tile of the survey)."""
+    if parent == geom:
+        return True
+    if not geom.is_aligned(parent):
+        return False
+    (py, px), _ = geom.slices_in(parent)
+    return (py.stop - py.start, px.stop - px.start) == geom.shape
 
 
 def _empty_norms() -> Table:
@@ -200,7 +220,8 @@ def run(
     observations : sequence of path
         Per-observation datasets ``results/reduce/<dataset>/<obs_id>.fits`` (fov, ring).
     exclusion : path
-        ``results/maps/<dataset>/exclusion.fits``.
+        ``results/maps/<dataset>/exclusion.fits`` (on the survey grid; a tile's mosaic takes
+        the whole survey's mask, of which it is an aligned sub-grid).
     output : path
         fov/irf: ``results/maps/<dataset>/dataset.fits``; ring: ``results/maps/<dataset>/onoff.fits``.
     norms : path, optional
@@ -211,8 +232,8 @@ def run(
     survey = read_dataset(stacked)
     _require(survey, stacked, "counts")
     mask_map = read_map(exclusion, "EXCLUSION_MASK")
-    if not mask_map.geom == survey.geom:
-        raise ValueError(f"{exclusion}: exclusion mask geometry differs from the survey map {stacked}")
+    if not _covers(mask_map.geom, survey.geom):
+        raise ValueError(f"{exclusion}: exclusion mask geometry differs from (does not cover) the survey map {stacked}")
     usable = mask_map.data.astype(bool)
     if not observations and method != "irf":
         log.warning("%s: no observations; the background is left empty", dataset)
@@ -223,14 +244,14 @@ def run(
     elif method == "fov":
         if norms is None:
             raise ValueError("background.method 'fov' needs the norms output path")
-        background, table = fov_background(cfg, survey, observations, usable)
+        background, table = fov_background(cfg, survey, observations, usable, mask_map.geom)
         survey.background = Map(survey.geom, background, survey.counts.axes, unit="")
         survey.meta = {**survey.meta, "background": "fov"}
         write_dataset(output, survey)
         _write_norms(norms, table)
         log.info("%s: %d observation norms, median %.3f", dataset, len(table), float(np.median(table["NORM"])) if len(table) else np.nan)
     elif method == "ring":
-        maps, axes = ring_onoff(cfg, survey, observations, usable)
+        maps, axes = ring_onoff(cfg, survey, observations, usable, mask_map.geom)
         geom = survey.geom
         out = {name: Map(geom, maps[name], axes) for name in ("counts", "counts_off", "acceptance", "acceptance_off")}
         if survey.exposure is not None:

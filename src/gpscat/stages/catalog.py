@@ -19,6 +19,7 @@ Zero groups give every product, with an empty table of the full schema.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -29,6 +30,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from astropy.table import Table, vstack
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
@@ -241,6 +243,41 @@ def _maps(full, models, radius: float) -> tuple[dict, dict]:
     return sig, res
 
 
+def _tile_info(paths) -> tuple[list[str], list[tuple[str, int]], dict[str, str]]:
+    """Dataset names, (dataset, obs id) pairs and the tile of each file, from the primary
+    headers of the tiles' dataset files (no map is read)."""
+    names, obs, tiles = [], set(), {}
+    for p in paths:
+        header = fits.getheader(p, 0)
+        meta = json.loads(header.get("GPSMETA", "{}"))
+        name = header.get("NAME") or Path(p).parent.name
+        if "tile" not in meta:
+            raise ValueError(f"{p}: not a tile's dataset (no 'tile' in its meta); the config has tiles.size set")
+        tiles[str(p)] = meta["tile"]
+        if name not in names:
+            names.append(name)
+        obs |= {(name, int(o)) for o in meta.get("obs_ids", [])}
+    return names, sorted(obs, key=lambda x: (names.index(x[0]), x[1])), tiles
+
+
+def _tile_maps(cfg: Config, paths, models, radius: float, tiles: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Significance and residual images of each dataset over the survey, one tile in memory
+    at a time: each tile's maps are computed on its full region and its core pasted."""
+    grid = cfg.tiles
+    sig, res, geoms = {}, {}, {}
+    for p in paths:
+        ds = read_dataset(p)
+        survey = cfg.survey.geom(ds.geom.binsz)
+        if ds.name not in geoms:
+            geoms[ds.name] = survey
+            sig[ds.name], res[ds.name] = np.full(survey.shape, np.nan), np.full(survey.shape, np.nan)
+        s, r = _maps([ds], models, radius)
+        grid.paste_core(s[ds.name], ds.geom, sig[ds.name], survey, tiles[str(p)])
+        grid.paste_core(r[ds.name], ds.geom, res[ds.name], survey, tiles[str(p)])
+        log.info("tile %s of %s: residual maps pasted", tiles[str(p)], ds.name)
+    return sig, res, geoms
+
+
 def _versions() -> dict[str, str]:
     out = {"GPSCAT": __version__, "PYTHON": platform.python_version()}
     for pkg in _VERSIONS:
@@ -262,8 +299,13 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
     paths = output_paths(output_dir)
     bands = flux_bands(cfg)
     radius = quantity(c["correlation_radius"], "deg", key="catalog.correlation_radius")
-    full = [read_dataset(p) for p in datasets]
-    names = [d.name for d in full]
+    if cfg.tiles is None:
+        full = [read_dataset(p) for p in datasets]
+        names = [d.name for d in full]
+        obs = [(d.name, int(o)) for d in full for o in d.meta.get("obs_ids", [])]
+    else:  # one tile's dataset in memory at a time, for the maps only
+        full = None
+        names, obs, tiles = _tile_info(datasets)
     results = [read_group_result(p) for p in sorted(fits, key=str)]
     sources = vstack([r["SOURCES"] for r in results], metadata_conflicts="silent") if results else Table()
     cat = build_catalog(sources, datasets=names, bands=bands, prefix=c["name_prefix"], seed_info=_seed_info(seeds),
@@ -283,7 +325,6 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
         rej_rows.append({"Source_ID": "", "Seed_ID": int(r["Seed_ID"]), "Group_ID": 0, "Pass": 0, "GLON": float(r["GLON"]),
                          "GLAT": float(r["GLAT"]), "TS": np.nan, "Reason": f"not fitted: {r['Reason']}"})
     rejected = table_from_rows(rejected_columns(), sorted(rej_rows, key=lambda r: (r["Group_ID"], str(r["Source_ID"]), r["Seed_ID"])))
-    obs = [(d.name, int(o)) for d in full for o in d.meta.get("obs_ids", [])]
     observations = Table(rows=obs, names=("Dataset", "OBS_ID"), dtype=("U32", "i8")) if obs else Table(names=("Dataset", "OBS_ID"), dtype=("U32", "i8"))
     header = {"CATNAME": cfg["run"]["name"][:68], "CFGHASH": cfg.hash, "NSOURCES": len(cat), "NREJECT": len(rejected),
               "TSTHRESH": float(cfg["fit"]["ts_threshold"]), "NPASSES": int(cfg["fit"]["passes"]), "DATASETS": ",".join(names),
@@ -295,22 +336,26 @@ def run(cfg: Config, *, fits: Sequence[str | os.PathLike], models: Sequence[str 
         write_text_atomic(paths["covariance"], "")
     regions = _regions(cat)
     write_text_atomic(paths["regions"], regions.serialize(format="ds9") if len(regions) else "# Region file format: DS9\ngalactic\n")
-    sig, res = _maps(full, cat_models, radius)
-    write_maps(paths["residual"], {d.name.upper(): Map(d.geom, res[d.name]) for d in full},
+    if full is not None:
+        sig, res = _maps(full, cat_models, radius)
+        geoms = {d.name: d.geom for d in full}
+    else:
+        sig, res, geoms = _tile_maps(cfg, datasets, cat_models, radius, tiles)
+    write_maps(paths["residual"], {n.upper(): Map(geoms[n], res[n]) for n in names},
                header={"R_CORR": radius, "CONTENT": "Cash significance of counts vs background + catalog sources"})
-    fig = Figure(figsize=(12, 3.6 * len(full)))
-    grid = fig.add_gridspec(len(full), 1)
-    for k, d in enumerate(full):
-        _panel(fig, grid[k, 0], d.geom, sig[d.name], f"{d.name}: significance (r = {radius:g} deg), {len(cat)} sources",
+    fig = Figure(figsize=(12, 3.6 * len(names)))
+    grid = fig.add_gridspec(len(names), 1)
+    for k, n in enumerate(names):
+        _panel(fig, grid[k, 0], geoms[n], sig[n], f"{n}: significance (r = {radius:g} deg), {len(cat)} sources",
                regions, label="significance")
     _save(fig, paths["overview"])
-    fig = Figure(figsize=(15, 3.8 * len(full)), layout="constrained")
-    grid = fig.add_gridspec(len(full), 2, width_ratios=(3, 1))
-    for k, d in enumerate(full):
-        _panel(fig, grid[k, 0], d.geom, res[d.name], f"{d.name}: residual significance (r = {radius:g} deg)", regions,
+    fig = Figure(figsize=(15, 3.8 * len(names)), layout="constrained")
+    grid = fig.add_gridspec(len(names), 2, width_ratios=(3, 1))
+    for k, n in enumerate(names):
+        _panel(fig, grid[k, 0], geoms[n], res[n], f"{n}: residual significance (r = {radius:g} deg)", regions,
                label="significance")
         ax = fig.add_subplot(grid[k, 1])
-        v = res[d.name][np.isfinite(res[d.name])]
+        v = res[n][np.isfinite(res[n])]
         if v.size:
             ax.hist(v, bins=np.linspace(-6, 8, 57), histtype="step", color="k")
             ax.set_title(f"mean {v.mean():.2f}, width {v.std():.2f}", fontsize=9)

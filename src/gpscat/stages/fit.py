@@ -176,15 +176,35 @@ def _rejected_rows(fit: GroupFit, group_id: int, pass_: int) -> list[dict]:
     return rows
 
 
+def _check_tile(cfg: Config, tile: str, center: tuple[float, float], radius: float, group_id: int) -> None:
+    """The group's region of interest must lie in ``tile``'s full region (core + margin)."""
+    grid = cfg.tiles
+    if grid is None:
+        raise ValueError(f"fit-group --tile {tile}: the survey is not tiled (config key tiles.size)")
+    for d in cfg.datasets:
+        survey = cfg.survey.geom(d.binsz)
+        owner = str(grid.tile_of(survey, *center, "galactic"))
+        if owner != tile:
+            raise ValueError(f"group {group_id}: its centre {center} is in the core of tile {owner}, not {tile}")
+        if not grid.roi_inside(survey, tile, *center, radius, frame="galactic"):
+            raise ValueError(
+                f"group {group_id}: its region of interest (radius {radius:.2f} deg at GLON {center[0]:.3f}, GLAT "
+                f"{center[1]:.3f}) leaves the full region of tile {tile}; raise config key tiles.margin "
+                f"(now {cfg['tiles']['margin']!r}) or lower group.max_members / group.roi_margin"
+            )
+
+
 def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, models: str | os.PathLike,
         neighbours: Sequence[str | os.PathLike], datasets: Sequence[str | os.PathLike], output: str | os.PathLike,
         output_models: str | os.PathLike, previous: str | os.PathLike | None = None,
-        previous_neighbours: Sequence[str | os.PathLike] = ()) -> Table:
+        previous_neighbours: Sequence[str | os.PathLike] = (), tile: str | None = None) -> Table:
     """Fit group ``group_id`` in pass ``pass_`` and write ``output`` / ``output_models``.
 
     ``models`` is the group's start YAML (pass 1) or its pass p−1 YAML; ``previous`` its
     pass p−1 FITS (pass ≥ 2); ``neighbours`` / ``previous_neighbours`` the other groups'
-    YAML files of pass p−1 and p−2 (or the start models).  Returns the SOURCES table.
+    YAML files of pass p−1 and p−2 (or the start models).  With ``tile`` (survey tiles),
+    ``datasets`` are that tile's, and a region of interest that leaves the tile's full
+    region is an error naming ``tiles.margin``.  Returns the SOURCES table.
     """
     t0 = time.perf_counter()
     f = cfg["fit"]
@@ -195,6 +215,8 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
         raise ValueError(f"group {group_id} not in {groups} (groups: {list(grp['Group_ID'])})")
     row = rows[0]
     center = (float(wrap_lon(row["GLON"])), float(row["GLAT"]))
+    if tile is not None:
+        _check_tile(cfg, tile, center, float(row["ROI_Radius"]), group_id)
     members = read_models(models).sky_models
     names = {m.name for m in members}
     nb = _neighbours(neighbours, names, center, float(row["ROI_Radius"]))

@@ -185,20 +185,36 @@ def run(
     inputs: Iterable[str | os.PathLike],
     output: str | os.PathLike,
     provenance: str | os.PathLike | None = None,
+    tile: str | None = None,
 ) -> MapDataset:
-    """Stack the per-observation files of ``dataset`` into ``output`` (and write provenance)."""
+    """Stack the per-observation files of ``dataset`` into ``output`` (and write provenance).
+
+    With ``tile`` (a name of the ``tiles`` grid) the mosaic is the tile's full region
+    (core + margin, a pixel-aligned sub-grid of the survey grid) and its coarse IRF grid
+    one coarse pixel wider; ``meta["tile"]`` records the tile.
+    """
     d = cfg.dataset(dataset)
     rad_axis = MapAxis("rad", np.linspace(0.0, d.psf_max_radius, d.psf_nbins + 1), "deg", "lin")
+    geom, irf_geom = cfg.survey.geom(d.binsz), cfg.survey.geom(d.irf_binsz)
+    if tile is not None:
+        grid = cfg.tiles
+        if grid is None:
+            raise ValueError(f"stack --tile {tile}: the survey is not tiled (config key tiles.size)")
+        geom = grid.full_geom(geom, tile)
+        irf_geom = grid.full_geom(irf_geom, tile, extra=d.irf_binsz)
+        log.info("tile %s: %s pixels of the survey grid, IRF grid %s", tile, geom.npix, irf_geom.npix)
     stacked, prov = stack_datasets(
         inputs,
-        geom=cfg.survey.geom(d.binsz),
+        geom=geom,
         energy_axis=d.energy_axis,
         energy_true_axis=d.energy_axis_true,
-        irf_geom=cfg.survey.geom(d.irf_binsz),
+        irf_geom=irf_geom,
         rad_axis=rad_axis,
         name=dataset,
     )
     stacked.meta["dataset"] = dataset
+    if tile is not None:
+        stacked.meta["tile"] = tile
     write_dataset(output, stacked)
     if provenance is not None:
         write_text_atomic(provenance, json.dumps({"dataset": dataset, **prov}, indent=2))
