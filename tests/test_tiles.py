@@ -21,6 +21,7 @@ from gpscat.config import ConfigError, load_config
 from gpscat.core.geom import WcsGeom, angular_separation
 from gpscat.core.tiles import TileGrid
 from gpscat.io.maps import read_map
+from gpscat.stages.fit import _check_tile
 from gpscat.stages.simulate import simulate_survey
 from gpscat.workflow import resources_for, tile_names, tile_observations
 
@@ -79,6 +80,15 @@ def test_margin_too_small_is_a_config_error_naming_the_key():
         load_config(overrides={"tiles": {"size": ["2 deg", "4 deg"], "margin": "1"}})
     # a size covering the survey is one tile: the untiled workflow
     assert load_config(overrides={"tiles": {"size": ["6 deg", "4 deg"], "margin": "0 deg"}}).tiles is None
+
+
+def test_fit_roi_leaving_its_tile_is_an_error_naming_the_margin():
+    cfg = load_config(overrides={"survey": {"width": ["4 deg", "2 deg"]}, "tiles": {"size": ["2 deg", "2 deg"], "margin": "1 deg"}})
+    _check_tile(cfg, "x0y0", (0.3, 0.0), 1.25, 7)  # reaches l = -0.95: inside the margin
+    with pytest.raises(ValueError, match=r"group 7: its region of interest .* tile x0y0; raise config key tiles\.margin"):
+        _check_tile(cfg, "x0y0", (0.3, 0.0), 1.4, 7)
+    with pytest.raises(ValueError, match=r"core of tile x1y0, not x0y0"):
+        _check_tile(cfg, "x0y0", (-0.3, 0.0), 0.2, 7)
 
 
 # ----------------------------------------------------------------------- DAG and resources
@@ -194,6 +204,9 @@ def _seam_config(store: Path, tiles: dict | None) -> dict:
         ],
         "significance": {"correlation_radii": ["0.1 deg", "0.2 deg"], "quicklook": False},
         "detect": {"size": {"max_radius": "0.5 deg"}, "hough": {"enabled": False}, "index_map": {"enabled": False}},
+        # a small classifier training set and one fit pass: the catalog in well under a minute
+        "classify": {"training": {"n_skies": 4, "sources": {"per_sky": 4}}},
+        "fit": {"passes": 1},
     }
     if tiles:
         cfg["tiles"] = tiles
@@ -214,8 +227,10 @@ def seam_runs(tmp_path_factory):
         work.mkdir()
         path = work / "config.yaml"
         path.write_text(yaml.safe_dump(_seam_config(root / "store", tiles)))
-        res = snakemake(work, "--configfile", str(path), "--cores", "2", "results/seeds/seeds_detected.fits",
-                        "results/maps/tev/exclusion.fits", timeout=600)
+        targets = ["results/seeds/seeds_detected.fits", "results/maps/tev/exclusion.fits"]
+        if tiles:  # the tiled run goes on to the catalog (fits on the tile of each group's centre)
+            targets.append("results/catalog/catalog.fits")
+        res = snakemake(work, "--configfile", str(path), "--cores", "2", *targets, timeout=600)
         assert res.returncode == 0, res.stderr[-4000:]
         out[name] = work
     return out
@@ -267,3 +282,18 @@ def test_merged_maps_cover_the_survey(seam_runs):
     assert (a.data != b.data).mean() < 0.01
     for lon, lat in (SEAM_SOURCE, *OTHER_SOURCES):
         assert not a.interp_image(lon, lat, order=0)
+
+
+def test_seam_source_is_one_catalog_source(seam_runs):
+    cat = Table.read(seam_runs["tiled"] / "results/catalog/catalog.fits", hdu="CATALOG")
+    assert len(cat) == 3
+    lon, lat = np.asarray(cat["GLON"], float), np.asarray(cat["GLAT"], float)
+    sep = angular_separation(lon[:, None], lat[:, None], lon[None], lat[None])
+    assert np.min(sep[~np.eye(len(cat), dtype=bool)]) > 1.0  # no duplicate anywhere
+    for src in (SEAM_SOURCE, *OTHER_SOURCES):
+        near = _near(cat, *src, radius=0.1)
+        assert len(near) == 1, src
+        assert angular_separation(near["GLON"][0], near["GLAT"][0], *src) < 0.02
+    # every fit ran on the tile whose core holds its group's centre, inside its full region
+    logs = "".join(p.read_text() for p in (seam_runs["tiled"] / "logs/fit/pass1").glob("*.log"))
+    assert "leaves the full region" not in logs and logs.count("converged") >= 3
