@@ -151,6 +151,23 @@ def test_dry_run_fans_out_per_dataset_and_tile(tmp_path):
     assert 1 not in tile_observations(cfg, "a", "x0y0") and 6 not in tile_observations(cfg, "a", "x3y0")
 
 
+def test_one_tile_is_the_untiled_workflow(tmp_path):
+    """tiles.size covering the survey: the same jobs, shell commands (params) and files as
+    without tiles, so the same bytes and no rerun of an existing untiled run."""
+    plans = {}
+    for name, size in (("none", None), ("one", ["7 deg", "5 deg"])):
+        cfg = _strip_config(6, tile=None)
+        cfg["tiles"] = {"size": size, "margin": "0 deg"} if size else {}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        res = snakemake(tmp_path, "--configfile", str(path), "-n", "-p", "--cores", "1", "results/seeds/seeds_detected.fits")
+        assert res.returncode == 0, res.stderr + res.stdout
+        plans[name] = sorted(line for line in res.stdout.splitlines() if line.startswith("Shell command: gpscat "))
+    assert len(plans["none"]) == 8 + 12 + 2 * 4 + 1  # simulate, reduce, 4 map rules per dataset, detect
+    assert plans["one"] == plans["none"]
+    assert not any("--tile" in line or "/tiles/" in line for line in plans["one"])
+
+
 def test_bad_tiles_config_stops_the_workflow(tmp_path):
     cfg = _strip_config(4)
     cfg["tiles"]["margin"] = "0.2 deg"

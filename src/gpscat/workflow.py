@@ -54,7 +54,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "fit": ("survey", "datasets", "group", "fit", "tiles"),
     "aperture": ("data", "survey", "datasets", "aperture"),
     "catalog": ("survey", "datasets", "fit", "catalog", "associate", "tiles"),
-    "tiles": ("survey", "datasets", "detect", "tiles"),
+    "tiles": ("survey", "datasets", "tiles"),
     "release": ("release",),
 }
 
@@ -175,16 +175,23 @@ def tile_observations(config: Mapping[str, Any], dataset: str, tile: str) -> lis
     grid = cfg.tiles
     if grid is None:
         raise ValueError("tile_observations: the survey is not tiled (tiles.size)")
-    d = cfg.dataset(dataset)
-    survey = cfg.survey.geom(d.binsz)
-    pointings = _pointings(config)
-    out = []
-    for obs_id in observation_ids(config):
-        ra, dec = pointings[obs_id]
-        box = survey.cutout_slices(ra, dec, d.cutout_width + 2 * d.binsz, frame="icrs")
-        if grid.overlaps(survey, tile, box):
-            out.append(obs_id)
-    return out
+    survey = cfg.survey.geom(cfg.dataset(dataset).binsz)
+    return [obs_id for obs_id, box in _cutout_boxes(config, dataset).items() if grid.overlaps(survey, tile, box)]
+
+
+_BOXES: dict[tuple[str, str], dict[int, tuple[slice, slice] | None]] = {}
+
+
+def _cutout_boxes(config: Mapping[str, Any], dataset: str) -> dict[int, tuple[slice, slice] | None]:
+    """Observation id → the pixel box of its reduced cutout on ``dataset``'s survey grid (memoised)."""
+    key = (json.dumps(config, sort_keys=True, default=str), dataset)
+    if key not in _BOXES:
+        cfg = load_workflow_config(config)
+        d = cfg.dataset(dataset)
+        survey = cfg.survey.geom(d.binsz)
+        pointings = _pointings(config)
+        _BOXES[key] = {i: survey.cutout_slices(*pointings[i], d.cutout_width + 2 * d.binsz, frame="icrs") for i in observation_ids(config)}
+    return _BOXES[key]
 
 
 def seed_plot_map(config: Mapping[str, Any], tile: str) -> str:
