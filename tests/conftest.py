@@ -29,6 +29,16 @@ def shared_data() -> Path:
     return path
 
 
+#: test files that take minutes (whole workflow runs, classifier training): started first so
+#: that the two xdist workers finish together (longest-first scheduling)
+SLOW_FILES = ("test_workflow.py", "test_slurm.py", "test_fit_closure.py", "test_catalog.py", "test_fit_stage.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: file order kept otherwise
+
+
 _SKIPPED: list[str] = []
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from astropy.coordinates import SkyCoord
-from catalog_sky import catalog_chain, compare_with_truth, map_chain, small_survey
+from catalog_sky import catalog_chain, map_chain, small_survey
 from regions import Regions
 
 from gpscat.config import load_config
@@ -134,30 +134,8 @@ def test_yaml_loads_in_gammapy_and_npred_agrees(products):
             assert mine == pytest.approx(theirs, rel=0.01), (ds.name, m.name, mine, theirs)
 
 
-@pytest.mark.slow
-def test_demo_survey_catalog_against_the_truth(tmp_path):
-    """The README's demo survey through maps, seeds, grouped fits (2 passes) and the catalog.
-
-    No classifier here (seeds_associated.fits: every seed starts as the generic model); the
-    workflow run with the classifier is measured in docs/catalog.md.
-    """
-    simulate = pytest.importorskip("gpscat.stages.simulate")
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
-    raw["significance"] = {**raw.get("significance", {}), "quicklook": False}
-    raw["associate"]["catalogs"] = [{"path": str(tmp_path / "store" / "truth" / "models.yaml"), "tag": "injected"}]
-    sim = simulate.simulate_survey(raw, tmp_path / "store")
-    maps = map_chain(sim.config, tmp_path)
-    paths = catalog_chain(sim.config, tmp_path, seeds=maps["seeds"], datasets=maps["datasets"])
-    cat = read_catalog_fits(paths["catalog"])["CATALOG"]
-    r = compare_with_truth(cat, sim.truth)
-    summary = {k: v for k, v in r.items() if k != "rows"}
-    assert r["found"] == 1.0, summary  # every injected source above 7 sigma, the triplet's shoulder included
-    assert r["position_ok"] >= 0.9, summary
-    assert r["flux_ok"] >= 0.9, summary
-    assert r["morphology_ok"] >= 0.85, summary
-    assert r["spurious_fraction"] <= 0.05, summary
-    triplet = [row["source"] for row in r["rows"] if row["name"].startswith("demo-triplet")]
-    assert len(set(triplet)) == 3  # resolved into three sources
+# The demo survey against its injected truth: tests/test_workflow.py::test_demo_catalog_against_the_truth
+# (on the README's main job, classifier included).
 
 
 @pytest.mark.realdata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from catalog_sky import compare_with_truth
+from classify_sky import check_heldout_floor, check_heldout_targets, heldout_seeds
 
+from gpscat.config import load_config
+from gpscat.io.classifier import read_classifier
+from gpscat.io.simulation import read_truth
+from gpscat.io.source_catalog import read_catalog_fits
 from gpscat.stages.release import verify_release
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +99,46 @@ def test_demo_runs_to_the_final_outputs(demo_run):
     assert len(logs) >= 30 and len(bench) == len(logs)
 
 
+def test_demo_catalog_against_the_truth(demo_run):
+    """Issue 8's acceptance on the main job's catalog: every injected source above 7 sigma
+    found, positions and band fluxes within 2 sigma, morphology right, no spurious source,
+    the overlapping triplet resolved into three sources."""
+    cat = read_catalog_fits(demo_run / "results/catalog/catalog.fits")["CATALOG"]
+    r = compare_with_truth(cat, read_truth(demo_run / "data/demo/truth/truth.fits"))
+    summary = {k: v for k, v in r.items() if k != "rows"}
+    assert r["n_bright"] >= 8 and r["found"] == 1.0, summary
+    assert r["position_ok"] >= 0.9, summary
+    assert r["flux_ok"] >= 0.9, summary
+    assert r["morphology_ok"] >= 0.85, summary
+    assert r["spurious_fraction"] <= 0.05, summary
+    triplet = [row["source"] for row in r["rows"] if row["name"].startswith("demo-triplet") and row["found"]]
+    assert len(set(triplet)) == 3, r["rows"]
+
+
+@pytest.fixture(scope="module")
+def heldout(demo_run, tmp_path_factory):
+    """The demo run's classifier (classify_train: 100 skies of the demo config) on 40 skies it never saw."""
+    report = json.loads((demo_run / "results/classify/training_report.json").read_text())
+    model = read_classifier(demo_run / "results/classify/model.joblib")
+    cfg = load_config(REPO / "config/config.yaml")
+    return report, model, heldout_seeds(cfg, model, tmp_path_factory.mktemp("heldout"))
+
+
+@pytest.mark.slow
+def test_demo_classifier_heldout_regression_floor(heldout):
+    print(check_heldout_floor(*heldout))  # the confusion matrix in the output (pytest -s, or on failure)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 7 targets not reached with honest simulations (docs/classify.md, 'Measured performance'): "
+    "held-out accuracy 0.846 and spurious recall 0.611 at 95 % recall of the real seeds above 7 sigma "
+    "(cross-validated 0.897 and 0.847); the residual errors are fragments of large sources and unresolved shells"))
+def test_demo_classifier_heldout_issue_targets(heldout):
+    _, model, held = heldout
+    check_heldout_targets(model, held)
+
+
 def test_demo_second_invocation_does_nothing(demo_run):
     res = snakemake(demo_run, "-n", "--cores", "2")
     assert res.returncode == 0
@@ -108,6 +155,21 @@ def test_demo_config_edit_reruns_only_affected_jobs(demo_run, tmp_path):
     counts = _job_counts(res.stdout)
     assert counts.get("detect") == 1
     for upstream in ("simulate_obs", "reduce", "stack", "background", "significance"):
+        assert upstream not in counts, counts
+
+
+def test_demo_fit_config_edit_reruns_only_the_fits_and_catalog(demo_run, tmp_path):
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg.setdefault("fit", {})["ts_threshold"] = 30.0
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake(demo_run, "-n", "--cores", "2", "--configfile", str(path))
+    assert res.returncode == 0, res.stderr
+    counts = _job_counts(res.stdout)
+    n_groups = len(list((demo_run / "results/fit/pass1").glob("group_*.fits")))
+    assert n_groups > 0 and counts.get("fit_group", 0) >= n_groups, counts
+    assert counts.get("catalog") == 1 and counts.get("aperture") == 1, counts
+    for upstream in ("simulate_obs", "reduce", "stack", "significance", "detect", "classify_train", "classify", "group"):
         assert upstream not in counts, counts
 
 
