@@ -43,20 +43,23 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODELS = REPO / "src/gpscat/data/demo_models.yaml"
-DEMO_PERIOD = 8.0  # deg of longitude covered by one copy of the demo sky
+DEMO_SPAN = 8.0  # deg of longitude covered by one copy of the demo sky
 FIXED_RULES = ("classify_train", "simulate_irf")  # independent of the survey size
 
 
-def strip_models(n: int) -> dict:
-    """The demo sky repeated every 8° of longitude, copies kept within the strip's pointings."""
+def strip_models(n: int, period: float = DEMO_SPAN) -> dict:
+    """The demo sky repeated every ``period`` deg of longitude (8: the demo's density), copies
+    kept within the strip's pointings."""
+    if period < DEMO_SPAN:
+        raise ValueError(f"period {period} deg: copies of the demo sky ({DEMO_SPAN} deg) would overlap")
     demo = yaml.safe_load(DEMO_MODELS.read_text())
     half = (n - 1) / 2.0 + 0.5
-    kmax = int(half // DEMO_PERIOD) + 1
+    kmax = int(half // period) + 1
     out = []
     for k in range(-kmax, kmax + 1):
         for comp in demo["components"]:
             lon = next(p["value"] for p in comp["spatial"]["parameters"] if p["name"] == "lon_0")
-            shifted = lon + k * DEMO_PERIOD
+            shifted = lon + k * period
             if abs(shifted) > half:
                 continue
             new = json.loads(json.dumps(comp))  # deep copy of plain YAML data
@@ -68,13 +71,13 @@ def strip_models(n: int) -> dict:
     return {"components": out}
 
 
-def strip_config(n: int, workdir: Path, *, models: bool, tiles: list[str] | None, n_skies: int, passes: int | None) -> dict:
+def strip_config(n: int, workdir: Path, *, models: bool, tiles: list[str] | None, n_skies: int, passes: int | None, period: float) -> dict:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     half = (n - 1) / 2.0
     cfg["simulation"]["pointings"] = {"frame": "galactic", "lon_min": f"{-half} deg", "lon_max": f"{half} deg", "lon_step": "1 deg", "lat_rows": ["0 deg"]}
     cfg["survey"]["width"] = [f"{n + 4} deg", "3 deg"]
     if models:
-        sky = strip_models(n)
+        sky = strip_models(n, period)
         path = workdir / "strip_models.yaml"
         path.write_text(yaml.safe_dump(sky, sort_keys=False))
         cfg["simulation"]["models"] = str(path)
@@ -128,9 +131,9 @@ def read_benchmarks(folder: Path) -> tuple[dict, dict, dict, dict]:
     return dict(cpu), dict(rss), where, dict(jobs)
 
 
-def run_size(n: int, workdir: Path, *, until: str | None, models: bool, tiles, n_skies: int, passes: int | None, cores: int) -> dict:
+def run_size(n: int, workdir: Path, *, until: str | None, models: bool, tiles, n_skies: int, passes: int | None, period: float, cores: int) -> dict:
     cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(strip_config(n, workdir, models=models, tiles=tiles, n_skies=n_skies, passes=passes)))
+    cfg_path.write_text(yaml.safe_dump(strip_config(n, workdir, models=models, tiles=tiles, n_skies=n_skies, passes=passes, period=period)))
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(cfg_path), "--cores", str(cores)]
@@ -146,7 +149,7 @@ def run_size(n: int, workdir: Path, *, until: str | None, models: bool, tiles, n
     cpu, rss, where, jobs = read_benchmarks(workdir / "benchmarks")
     total = sum(cpu.values())
     fixed = sum(cpu.get(r, 0.0) for r in FIXED_RULES)
-    n_src = len(strip_models(n)["components"]) if models else 0
+    n_src = len(strip_models(n, period)["components"]) if models else 0
     return {
         "n_obs": n,
         "n_sources": n_src,
@@ -193,6 +196,7 @@ def main() -> None:
     p.add_argument("--tiles", nargs=2, default=["8 deg", "3 deg"], metavar=("LON", "LAT"), help="tile core size (default 8 deg 3 deg)")
     p.add_argument("--no-tiles", action="store_true", help="one tile: the whole survey in each map job")
     p.add_argument("--n-skies", type=int, default=8, help="classifier training skies (a fixed cost; default 8)")
+    p.add_argument("--period", type=float, default=DEMO_SPAN, help="a copy of the demo sky every PERIOD deg (default 8: the demo's density)")
     p.add_argument("--fit-passes", type=int, default=None, help="fit.passes (default: the config's, 2)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON (after each size)")
@@ -204,11 +208,11 @@ def main() -> None:
         if args.keep:
             work = args.keep / f"strip-{n}"
             work.mkdir(parents=True, exist_ok=True)
-            r = run_size(n, work, until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, cores=args.cores)
+            r = run_size(n, work, until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, period=args.period, cores=args.cores)
         else:
             with tempfile.TemporaryDirectory(prefix=f"gpscat-scaling-{n}-") as tmp:
-                r = run_size(n, Path(tmp), until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, cores=args.cores)
-        r["settings"] = {"until": args.until or "all", "models": not args.no_models, "tiles": tiles, "n_skies": args.n_skies, "fit_passes": args.fit_passes, "cores": args.cores}
+                r = run_size(n, Path(tmp), until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, period=args.period, cores=args.cores)
+        r["settings"] = {"until": args.until or "all", "models": not args.no_models, "tiles": tiles, "n_skies": args.n_skies, "fit_passes": args.fit_passes, "period_deg": args.period, "cores": args.cores}
         results.append(r)
         print(f"N={n:3d}: wall {r['wall_s']:7.1f} s, CPU {r['cpu_s']:7.1f} s (fixed {r['cpu_fixed_s']:.1f} s), max RSS {r['max_rss_mb_all']:.0f} MB", flush=True)
         if args.json:
