@@ -45,6 +45,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_MODELS = REPO / "src/gpscat/data/demo_models.yaml"
 DEMO_SPAN = 8.0  # deg of longitude covered by one copy of the demo sky
 FIXED_RULES = ("classify_train", "simulate_irf")  # independent of the survey size
+#: Snakemake samples a job's CPU time and RSS every 0.5 s for 1 s, then every 30 s
+#: (snakemake.benchmark.BENCHMARK_INTERVAL): a 50 s job's CPU time would be read at 30 s and
+#: a memory peak between samples missed.  Run it with a 1 s interval throughout.
+SNAKEMAKE_1S = (
+    "import snakemake.benchmark as b; "
+    "b.benchmarked.__wrapped__.__defaults__ = (None, None, 1); "
+    "b.BenchmarkTimer.__init__.__defaults__ = (1,); "
+    "from snakemake.cli import main; main()"
+)
 
 
 def strip_models(n: int, period: float = DEMO_SPAN) -> dict:
@@ -136,7 +145,7 @@ def run_size(n: int, workdir: Path, *, until: str | None, models: bool, tiles, n
     cfg_path.write_text(yaml.safe_dump(strip_config(n, workdir, models=models, tiles=tiles, n_skies=n_skies, passes=passes, period=period)))
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(cfg_path), "--cores", str(cores)]
+    cmd = [sys.executable, "-c", SNAKEMAKE_1S, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(cfg_path), "--cores", str(cores)]
     if until:
         cmd += ["--until", until]
     t0 = time.perf_counter()
