@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     local, cluster = root / "local", root / "slurm"
     local.mkdir()
     cluster.mkdir()
-    res = snakemake(local, "--configfile", str(path), "--cores", "2")
+    res = snakemake(local, "--configfile", str(path), "--cores", "2", timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     res = snakemake(cluster, "--configfile", str(path), *SLURM_ARGS, timeout=1500)
     return {"config": path, "local": local, "slurm": cluster, "result": res}
