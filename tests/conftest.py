@@ -31,7 +31,7 @@ def shared_data() -> Path:
 
 #: test files that take minutes (whole workflow runs, classifier training): started first so
 #: that the two xdist workers finish together (longest-first scheduling)
-SLOW_FILES = ("test_workflow.py", "test_slurm.py", "test_fit_closure.py", "test_catalog.py", "test_fit_stage.py")
+SLOW_FILES = ("test_workflow.py", "test_slurm.py", "test_fit_closure.py", "test_tiles.py", "test_catalog.py", "test_fit_stage.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
