@@ -146,27 +146,26 @@ def test_demo_second_invocation_does_nothing(demo_run):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
-def test_demo_config_edit_reruns_only_affected_jobs(demo_run, tmp_path):
+def _dry_run_with_edit(workdir: Path, tmp_path: Path, section: str, key: str, value) -> dict[str, int]:
+    """Jobs a dry run plans after setting ``section.key = value`` in the embedded default config."""
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    cfg.setdefault("detect", {})["threshold"] = 5.5
+    cfg.setdefault(section, {})[key] = value
     path = tmp_path / "edited.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = snakemake(demo_run, "-n", "--cores", "2", "--configfile", str(path))
+    res = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(path))
     assert res.returncode == 0, res.stderr
-    counts = _job_counts(res.stdout)
+    return _job_counts(res.stdout)
+
+
+def test_demo_config_edit_reruns_only_affected_jobs(demo_run, tmp_path):
+    counts = _dry_run_with_edit(demo_run, tmp_path, "detect", "threshold", 5.5)
     assert counts.get("detect") == 1
     for upstream in ("simulate_obs", "reduce", "stack", "background", "significance"):
         assert upstream not in counts, counts
 
 
 def test_demo_fit_config_edit_reruns_only_the_fits_and_catalog(demo_run, tmp_path):
-    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    cfg.setdefault("fit", {})["ts_threshold"] = 30.0
-    path = tmp_path / "edited.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    res = snakemake(demo_run, "-n", "--cores", "2", "--configfile", str(path))
-    assert res.returncode == 0, res.stderr
-    counts = _job_counts(res.stdout)
+    counts = _dry_run_with_edit(demo_run, tmp_path, "fit", "ts_threshold", 30.0)
     n_groups = len(list((demo_run / "results/fit/pass1").glob("group_*.fits")))
     assert n_groups > 0 and counts.get("fit_group", 0) >= n_groups, counts
     assert counts.get("catalog") == 1 and counts.get("aperture") == 1, counts
