@@ -8,7 +8,7 @@ from catalog_sky import SMALL_SKY, catalog_chain, small_survey
 
 from gpscat.config import load_config
 from gpscat.core.geom import angular_separation
-from gpscat.core.source_results import FLAGS
+from gpscat.core.source_results import FLAGS, below_poisson_limit
 from gpscat.io.dataset import read_dataset, write_dataset
 from gpscat.io.fit_results import read_group_result
 from gpscat.io.models_yaml import read_models
@@ -62,6 +62,16 @@ def test_group_fit_recovers_the_injected_sources(catalog):
         assert row["TS_low"] + row["TS_high"] == pytest.approx(row["TS"], rel=1e-6, abs=1e-6)
         assert row["Npred_low"] + row["Npred_high"] == pytest.approx(row["Npred"])
         assert np.isfinite(row["Pos_Err_68"]) and row["R68"] > row["R68_Model"]
+        # a real fit's amplitude error is above the Poisson limit of its counts (with background: well above)
+        assert row["Amplitude_Err"] * np.sqrt(row["Npred"]) / row["Amplitude"] > 1.0
+        assert not row["Flags"] & FLAGS["NO_COVARIANCE"]
+
+
+def test_impossibly_small_errors_are_flagged():
+    # 1e4 counts: no fit can know the amplitude better than 1 %
+    assert below_poisson_limit(1.0, 0.001, 1e4) and not below_poisson_limit(1.0, 0.006, 1e4)
+    assert not below_poisson_limit(1.0, 0.03, 1e4) and not below_poisson_limit(1.0, np.nan, 1e4)
+    assert not below_poisson_limit(1.0, 0.001, 0.0)
 
 
 def test_flux_points_follow_the_spectrum(catalog):

@@ -15,7 +15,8 @@ bit   name                meaning
 8     CONFUSED            another source's PSF-convolved 68 % circle covers most of this
                           one's (set by the catalog stage)
 16    LOW_EXPOSURE        exposure below ``low_exposure`` × the dataset's maximum
-32    NO_COVARIANCE       Hesse failed or its covariance is not accurate
+32    NO_COVARIANCE       Hesse failed, its covariance is not accurate, or it gives an
+                          amplitude error below half the Poisson limit amplitude/sqrt(Npred)
 64    FROM_RESIDUAL       the source was added by the residual search (no seed)
 128   NOT_SETTLED         the source still moved at the last pass (> settle_sigma)
 256   FIT_FAILED          the group's fit failed; values are the start model's
@@ -45,6 +46,7 @@ __all__ = [
     "N_COV",
     "band_column",
     "at_bound",
+    "below_poisson_limit",
     "containment_radius",
     "edge_and_exposure",
     "source_record",
@@ -128,6 +130,16 @@ def edge_and_exposure(dataset: MapDataset, lon: float, lat: float, *, edge_dista
 def _param(model, name: str) -> tuple[float, float]:
     p = model.parameters[name]
     return p.value, (p.error if p.error > 0 and not p.frozen else np.nan)
+
+
+def below_poisson_limit(amplitude: float, error: float, npred: float, *, factor: float = 0.5) -> bool:
+    """True when a fitted amplitude's error is impossibly small: below ``factor`` times the
+    Poisson limit ``amplitude / sqrt(npred)`` that even a background-free source of ``npred``
+    counts cannot beat (Cramér-Rao).  Seen when Hesse's finite differences straddle a kink of
+    the likelihood: the covariance is then meaningless although Hesse reports success."""
+    if not (np.isfinite(error) and np.isfinite(amplitude) and npred > 0 and amplitude != 0):
+        return False
+    return bool(error < factor * abs(amplitude) / np.sqrt(npred))
 
 
 def source_record(model: SkyModel, models: Models, datasets, *, ts: float, ts_datasets: dict[str, float],
@@ -216,6 +228,8 @@ def source_record(model: SkyModel, models: Models, datasets, *, ts: float, ts_da
     n = min(len(params), N_COV)
     block[:n, :n] = cov[:n, :n]
     if params and not np.all(np.isfinite(np.diag(cov))) or (params and not np.any(np.diag(cov) > 0)):
+        flags |= FLAGS["NO_COVARIANCE"]
+    elif below_poisson_limit(rec["Amplitude"], rec["Amplitude_Err"], npred_total):
         flags |= FLAGS["NO_COVARIANCE"]
     rec["Covariance"] = block
     rec["Covariance_Parameters"] = ",".join(lab.split(".")[-1] for lab in labels[:N_COV])
