@@ -112,6 +112,23 @@ def test_source_outside_the_map_predicts_nothing():
     assert npred_source(ds, model).data.sum() == 0.0
 
 
+@pytest.mark.parametrize("kind", ["point", "gauss"])
+def test_source_beyond_the_edge_within_psf_reach(kind):
+    """Sources just outside the map, where the cutout box lies in the PSF padding beyond the
+    edge (a tile's neighbours in the catalog's residual maps): no error, flux only on the map
+    side, falling with the distance."""
+    ds = make_dataset(npix=20, binsz=0.02, nreco=1, edisp=False)  # map |l| <= 0.2 deg
+    totals = []
+    for lon in np.linspace(0.25, 2.5, 46):
+        spatial = (sm.PointSpatialModel(lon_0=lon, lat_0=0.0, frame="galactic") if kind == "point"
+                   else sm.GaussianSpatialModel(lon_0=lon, lat_0=0.0, sigma=0.05, frame="galactic"))
+        model = SkyModel(sp.PowerLawSpectralModel(amplitude=1e-11), spatial, name="s")
+        data = npred_source(ds, model).data
+        assert np.all(np.isfinite(data)) and data.min() >= 0.0
+        totals.append(data.sum())
+    assert totals[-1] == 0.0 and np.all(np.diff(totals) <= 1e-12 * max(totals[0], 1.0))
+
+
 def test_dataset_without_edisp_needs_matching_axes():
     ds = make_dataset(npix=20, nreco=2)
     with pytest.raises(ValueError, match="edisp"):

@@ -219,10 +219,17 @@ class SourceEvaluator:
             self._parent_sl = self._cut_sl = (slice(0, 0), slice(0, 0))
             return
         clipped = (x0, x1, y0, y1) != (ix - kx, ix + kx + 1, iy - ky, iy + ky + 1)
-        self._geom = _box_geom(geom, x0, y0, x1 - x0, y1 - y0)
+        cutout = _box_geom(geom, x0, y0, x1 - x0, y1 - y0)
+        psl, csl = cutout.slices_in(geom)
+        if any(s.stop <= s.start for s in psl):
+            # the box lies in the PSF padding beyond the map edge: no bin of the map receives flux
+            self._outside = True
+            self._geom = _box_geom(geom, ix, iy, 1, 1)
+            self._parent_sl = self._cut_sl = (slice(0, 0), slice(0, 0))
+            return
+        self._geom = cutout
         self._renormalize = not clipped
         self._coord_cache: dict = {}
-        psl, csl = self._geom.slices_in(geom)
         self._parent_sl, self._cut_sl = psl, csl
         expo = np.zeros((nbin,) + self._geom.shape)
         expo[(...,) + csl] = ds.exposure.data[(...,) + psl]
