@@ -83,6 +83,9 @@ def _neighbour_features(table: Table) -> dict[str, np.ndarray]:
     out = {k: np.full(n, np.nan) for k in (
         "Brighter_Sep", "Brighter_Sep_Extent", "Brighter_TS_Ratio", "Brighter_Size", "Brighter_Is_Shell", "Brighter_Hardness_Diff",
         "Log_Flank_Ratio", "Log_Wing_Sum_Ratio", "N_Brighter_Near", "Brighter_Profile_Diff", "Parent_TS_Ratio", "In_Shell_TS_Ratio",
+        "Align_Own", "Align_Brighter", "N_Near_0.3", "N_Brighter_0.3", "TS_Over_Max_0.3", "N_Near_0.6", "N_Brighter_0.6", "TS_Over_Max_0.6",
+        "N_Near_1.0", "N_Brighter_1.0", "TS_Over_Max_1.0", "Brighter_Sep2", "Brighter_Sep_Sizes", "Brighter_Elongation", "Brighter_Radius_Best",
+        "Rim_Offset",
     )}
     if n == 0:
         return out
@@ -125,6 +128,7 @@ def _neighbour_features(table: Table) -> dict[str, np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = grid / ts[:, None]
             out["Brighter_Profile_Diff"] = np.where(has, np.nansum(np.abs(rel - rel[j]), axis=1), np.nan)
+    _pair_features(out, table, sep, brighter, j, has, shell_seed)
     if "Parent_ID" in table.colnames and "ID" in table.colnames:
         ids = np.asarray(table["ID"])
         parent = np.asarray(table["Parent_ID"])
@@ -133,6 +137,41 @@ def _neighbour_features(table: Table) -> dict[str, np.ndarray]:
         with np.errstate(divide="ignore", invalid="ignore"):
             out["Parent_TS_Ratio"] = np.where(k >= 0, ts / ts[np.maximum(k, 0)], np.nan)
     return out
+
+
+def _pair_features(out: dict, table: Table, sep: np.ndarray, brighter: np.ndarray, j: np.ndarray, has: np.ndarray, shell_seed: np.ndarray) -> None:
+    """Geometry of a seed and its nearest brighter seed, local crowding, offset from a Hough rim.
+
+    A fragment of an elongated source or of a ring lies along the major axes (``Align_*``:
+    |cos| of the angle between a major axis and the line joining the two, times the
+    elongation); fragments crowd around one bright seed (``N_Near_*``, ``TS_Over_Max_*``
+    within 0.3, 0.6, 1 deg).
+    """
+    n = len(table)
+    lon, lat, ts = _col(table, "GLON"), _col(table, "GLAT"), _col(table, "Sqrt_TS")
+    ang, elong = np.deg2rad(_col(table, "Angle")), np.nan_to_num(_col(table, "Elongation"), nan=0.0)
+    size = np.nan_to_num(_col(table, "Size"), nan=0.0)
+    pa = np.arctan2(((lon[j] - lon + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(lat)), lat[j] - lat)
+    out["Align_Own"] = np.where(has, np.abs(np.cos(ang - pa)) * elong, np.nan)
+    out["Align_Brighter"] = np.where(has, np.abs(np.cos(ang[j] - pa)) * elong[j], np.nan)
+    others = ~np.eye(n, dtype=bool)
+    for radius in (0.3, 0.6, 1.0):
+        near = (sep < radius) & others
+        out[f"N_Near_{radius}"] = near.sum(axis=1).astype(float)
+        out[f"N_Brighter_{radius}"] = (near & brighter).sum(axis=1).astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"TS_Over_Max_{radius}"] = np.where(near.any(axis=1), ts / np.where(near, ts[None, :], 0.0).max(axis=1), np.nan)
+    d2 = np.sort(np.where(brighter, sep, np.inf), axis=1)[:, 1] if n > 1 else np.full(n, np.inf)
+    out["Brighter_Sep2"] = np.where(np.isfinite(d2), d2, np.nan)
+    out["Brighter_Sep_Sizes"] = np.where(has, out["Brighter_Sep"] / (size + size[j] + 0.05), np.nan)
+    out["Brighter_Elongation"] = np.where(has, _col(table, "Elongation")[j], np.nan)
+    out["Brighter_Radius_Best"] = np.where(has, _col(table, "Radius_Best")[j], np.nan)
+    radius, width = _col(table, "Shell_Radius"), _col(table, "Shell_Width")
+    ds = np.where(shell_seed[None, :] & others, sep, np.inf)
+    k = np.argmin(ds, axis=1)
+    hs = np.isfinite(ds[np.arange(n), k])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["Rim_Offset"] = np.where(hs, (ds[np.arange(n), k] - radius[k] - 0.5 * width[k]) / (0.5 * width[k] + 0.1), np.nan)
 
 
 def seed_features(table: Table, *, association: bool = False) -> tuple[np.ndarray, list[str]]:
