@@ -45,8 +45,6 @@ def runs(tmp_path_factory):
     # a small classifier training set and one fit pass keep the two full runs to minutes
     cfg.setdefault("classify", {}).setdefault("training", {})["n_skies"] = 12
     cfg.setdefault("fit", {})["passes"] = 1
-    # fewer model-selection trials: the fits were 2/3 of the two runs' CPU (group 1 alone 200 s)
-    cfg["fit"].update({"spatial_models": ["point", "gauss", "shell"], "spectral_models": ["pl"]})
     path = root / "small.yaml"
     path.write_text(yaml.safe_dump(cfg))
     local, cluster = root / "local", root / "slurm"
