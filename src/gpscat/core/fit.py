@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,26 +138,26 @@ class Fit:
         return [p for p, _ in free], [lab for _, lab in free]
 
     # -- fitting
-    def _minuit(self, params: list[Parameter], labels: list[str], statistic: list) -> tuple[Minuit, np.ndarray]:
-        """Minuit on the scaled free parameters; its function calls ``statistic[0]``.
+    def _minuit(self, params: list[Parameter], labels: list[str]) -> tuple[Minuit, np.ndarray]:
+        """Minuit on the scaled free parameters; its function holds the fit by a weak reference.
 
         A ``Minuit`` object is always in a reference cycle (its value, error and limit views
         point back at it), so it is freed only by the cyclic garbage collector, which runs
-        rarely in array-heavy code — and it holds this function.  The function therefore
-        reaches the fit only through ``statistic``, which the caller empties when the fit is
-        done: otherwise every finished fit keeps its evaluators (source cutouts, PSF kernel
-        FFTs, responses, fine sampling grids) alive until a collection, and a group fit's
-        model-selection trials pile them up (1.2 GB instead of 0.5 GB for a 4-source
-        group, docs/benchmarks.md).
+        rarely in array-heavy code — and it holds this function.  A strong reference to the
+        fit would keep every finished fit's evaluators (source cutouts, PSF kernel FFTs,
+        responses, fine sampling grids) alive until a collection, and a group fit's
+        model-selection trials would pile them up (1.2 GB instead of 0.5 GB for a 4-source
+        group, docs/benchmarks.md).  The caller holds the fit while Minuit runs.
         """
         scales = np.array([_scale(p) for p in params])
+        statistic = weakref.WeakMethod(self.stat_sum)
 
         def fcn(x):
             for p, xi, s in zip(params, x, scales, strict=True):
                 p.value = float(xi * s)
             try:
                 with np.errstate(all="ignore"):  # wild trial values: a penalty, not warnings
-                    val = statistic[0]()
+                    val = statistic()()
             except (ValueError, FloatingPointError, ZeroDivisionError) as exc:
                 log.debug("statistic failed at %s: %s", x, exc)
                 return _PENALTY
@@ -196,15 +197,8 @@ class Fit:
         self.nfev = 0
         if not params:
             return FitResult(True, "no free parameters", self._safe_stat(), 0, labels=labels, parameters=params)
-        statistic = [self.stat_sum]
         try:
-            return self._migrad(params, labels, start, statistic, covariance=covariance, minos=minos, models=models)
-        finally:
-            statistic.clear()  # the Minuit object outlives the fit (see _minuit): it must not keep self alive
-
-    def _migrad(self, params, labels, start, statistic, *, covariance: bool, minos, models: Models) -> FitResult:
-        try:
-            m, scales = self._minuit(params, labels, statistic)
+            m, scales = self._minuit(params, labels)
             m.migrad(ncall=self.max_nfev)
         except Exception as exc:  # a fit must never kill a run
             log.warning("fit failed: %s", exc)
