@@ -21,7 +21,7 @@ from gpscat.core.exclusion import circles_excluded, exclusion_mask, hysteresis_e
 from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
 from gpscat.core.index_map import BandMaps, fit_power_law
 from gpscat.core.moments import seed_moments, untruncated_sigma, windowed_centroid
-from gpscat.core.shells import absorb_fragments, find_shells
+from gpscat.core.shells import absorb_fragments, find_shells, merge_rings
 from gpscat.io.seeds import empty_seed_table
 
 __all__ = [
@@ -59,6 +59,12 @@ class DetectParams:
     min_rim_significance: float = 4.0
     min_contrast: float = 1.0
     min_coverage: float = 0.75
+    faint_shells: bool = True
+    min_rim_sqrt_ts: float = 6.0
+    sector_level: float = 2.0
+    min_sector_coverage: float = 0.9
+    max_sector_gap: float = 4.0
+    min_interior_ratio: float = 0.3
     max_candidates: int = 50
     absorb_tolerance: float = 0.3
     index_radius: float = 0.2
@@ -189,6 +195,7 @@ def detect_seeds(
         np.array([s["radius"] + 0.5 * s["width"] for s in shells]),
         tolerance=params.absorb_tolerance,
     )
+    owner[_outshine_rim(owner, grid, shells)] = -1
     keep = owner < 0
     sh_grid = np.full((len(shells), len(names), len(radii)), np.nan)
     for j, s in enumerate(shells):
@@ -230,6 +237,7 @@ def detect_seeds(
         t["Size"][row] = s["radius"] + 0.5 * s["width"]
         t["Extent"][row] = s["radius"] + s["width"]
         t["Hough_Score"][row], t["Rim_Sqrt_TS"][row], t["Rim_Contrast"][row] = s["score"], s["peak"], s["contrast"]
+        t["Rim_Sqrt_TS_Sum"][row] = s["rim_sqrt_ts"]
         t["N_Absorbed"][row] = s["n_absorbed"]
 
     # 5. spectra
@@ -280,8 +288,31 @@ def _best_radius(grid: np.ndarray, radii) -> np.ndarray:
     return np.asarray(radii)[np.argmax(flat, axis=1)]
 
 
+def _outshine_rim(owner: np.ndarray, grid: np.ndarray, shells: list[dict]) -> np.ndarray:
+    """Seeds on a rim that are too bright to be fragments of it (bool).
+
+    A fragment of a shell is a noise maximum of its rim: a few σ above the rim's mean
+    significance.  A seed whose significance, in every map where the shell was found,
+    exceeds twice the rim mean plus 3 σ is a source of its own on the rim (a point source
+    on a faint shell), not a fragment, and stays a seed.
+    """
+    out = np.zeros(owner.size, dtype=bool)
+    for j, s in enumerate(shells):  # a handful of shells
+        cells = np.isfinite(s["grid"])
+        mine = np.nonzero(owner == j)[0]
+        if mine.size and cells.any():
+            out[mine] = np.all(grid[mine][:, cells] > 2.0 * s["grid"][cells] + 3.0, axis=1)
+    return out
+
+
 def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
-    """Hough shells of each dataset (its map nearest ``hough_radius``), merged on the sky."""
+    """Hough shells of each dataset (its map nearest ``hough_radius``), merged on the sky.
+
+    Across datasets (:func:`~gpscat.core.shells.merge_rings`): a shell lying inside a
+    stronger one is one of its parts, and the same shell seen in several datasets is kept
+    from the dataset where its rim is sharpest; the merged shell keeps every dataset's rim
+    significance.
+    """
     names = list(dict.fromkeys(m.dataset for m in maps))
     radii = sorted({round(m.radius, 6) for m in maps})
     found = []
@@ -297,24 +328,30 @@ def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
             min_peak=params.min_rim_significance, min_contrast=params.min_contrast,
             min_coverage=params.min_coverage, max_candidates=params.max_candidates, mask=m.mask,
             excess=m.excess, kernel_radius=m.radius / b, psf_sigma=psf[m.dataset] / b,
+            counts=m.counts if params.faint_shells else None, min_rim_sqrt_ts=params.min_rim_sqrt_ts,
+            sector_level=params.sector_level, min_sector_coverage=params.min_sector_coverage, max_gap=params.max_sector_gap, min_interior_ratio=params.min_interior_ratio,
         )
         lon, lat = m.geom.pix_to_coord(rings.x, rings.y)
         lon, lat = to_frame(lon, lat, m.geom.frame, frame)
         for i in range(len(rings)):
             g = np.full((len(names), len(radii)), np.nan)
             g[names.index(name), radii.index(round(m.radius, 6))] = rings.peak[i]
+            strength = rings.rim_sqrt_ts[i] if np.isfinite(rings.rim_sqrt_ts[i]) else rings.peak[i]
             found.append(dict(lon=float(lon[i]), lat=float(lat[i]), radius=rings.radius[i] * b, width=np.nan_to_num(rings.width[i]) * b,
-                              score=rings.score[i], peak=rings.peak[i], contrast=rings.contrast[i], grid=g))
-    found.sort(key=lambda s: -s["peak"])
-    kept: list[dict] = []
-    for s in found:  # a handful of shells
-        dup = [k for k in kept if angular_separation(k["lon"], k["lat"], s["lon"], s["lat"]) < 0.3 * k["radius"]
-               and abs(s["radius"] / k["radius"] - 1) < 0.25]
-        if dup:
-            dup[0]["grid"] = np.fmax(dup[0]["grid"], s["grid"])
-        else:
-            kept.append(s)
-    return kept
+                              score=rings.score[i], peak=rings.peak[i], contrast=rings.contrast[i], grid=g,
+                              rim_sqrt_ts=rings.rim_sqrt_ts[i], strength=strength))
+    if not found:
+        return []
+    lon, lat = np.array([s["lon"] for s in found]), np.array([s["lat"] for s in found])
+    dist = angular_separation(lon[:, None], lat[:, None], lon[None, :], lat[None, :])
+    parent = merge_rings(dist, *(np.array([s[k] for s in found]) for k in ("radius", "peak", "strength")))
+    for i in np.nonzero(parent >= 0)[0]:
+        root = i
+        while parent[root] >= 0:  # a chain of merges ends at a kept shell
+            root = parent[root]
+        found[root]["grid"] = np.fmax(found[root]["grid"], found[i]["grid"])
+        found[root]["rim_sqrt_ts"] = np.fmax(found[root]["rim_sqrt_ts"], found[i]["rim_sqrt_ts"])
+    return sorted((s for s, p in zip(found, parent, strict=True) if p < 0), key=lambda s: -s["peak"])
 
 
 def _peak_sizes(t, maps, params, psf, lon, lat, frame, npk) -> None:

@@ -18,6 +18,11 @@ significance map in pixel units:
    brightness contrast of the rim over the interior (a limb-brightened shell has a
    positive contrast, a blob or a disk does not) and the fraction of azimuthal sectors
    where the rim is above ``level`` (the ring is closed, not one bright spot).
+   A faint shell's rim is only a few σ per pixel, so per-pixel levels miss most of its
+   sectors; with the correlated excess and counts, :func:`rim_sectors` integrates each
+   sector and tests the ring as a whole: its integrated significance, the sectors'
+   significances, the deepest gap below the rim's median level, and the interior
+   emission a projected shell must have (a ring of separate sources has none).
 4. :func:`absorb_fragments` assigns the peak seeds lying on an accepted ring, or seen at
    a large correlation radius inside it, to the shell.
 """
@@ -41,8 +46,10 @@ __all__ = [
     "absorb_fragments",
     "find_shells",
     "fit_shell_profile",
+    "merge_rings",
     "hough_candidates",
     "refine_rings",
+    "rim_sectors",
     "ring_edges",
 ]
 
@@ -60,6 +67,12 @@ class Rings:
     interior (r < radius / 2) significance; ``coverage`` the fraction of azimuthal
     sectors whose rim is above the edge level; ``width`` the full width of the rim
     profile at half its maximum (pixels, NaN when not measurable).
+
+    From the integrated sectors (:func:`rim_sectors`; NaN when not measured):
+    ``rim_sqrt_ts`` the significance of the whole rim's excess, ``sector_coverage`` the
+    fraction of sectors whose own significance reaches the sector level, ``gap`` the
+    deepest deficit of a sector below the rim's median excess level (σ, <= 0), and
+    ``interior_ratio`` the interior's (r < radius / 2) excess per pixel over the rim's.
     """
 
     x: np.ndarray
@@ -70,6 +83,10 @@ class Rings:
     contrast: np.ndarray
     coverage: np.ndarray
     width: np.ndarray
+    rim_sqrt_ts: np.ndarray
+    sector_coverage: np.ndarray
+    gap: np.ndarray
+    interior_ratio: np.ndarray
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -79,7 +96,12 @@ class Rings:
 
 
 def _empty_rings() -> Rings:
-    return Rings(*(np.zeros(0) for _ in range(8)))
+    return Rings(*(np.zeros(0) for _ in Rings.__dataclass_fields__))
+
+
+def _nan_fields(n: int) -> dict[str, np.ndarray]:
+    """The integrated-sector fields, unmeasured."""
+    return {k: np.full(n, np.nan) for k in ("rim_sqrt_ts", "sector_coverage", "gap", "interior_ratio")}
 
 
 def ring_edges(
@@ -164,7 +186,7 @@ def hough_candidates(
     rows.sort(key=lambda r: -r[0])
     score, cx, cy, rad = (np.array([r[k] for r in rows[: int(max_candidates)]], dtype=float) for k in range(4))
     nan = np.full(score.size, np.nan)
-    return Rings(cx, cy, rad, np.minimum(score, 1.0), nan, nan.copy(), nan.copy(), nan.copy())
+    return Rings(cx, cy, rad, np.minimum(score, 1.0), nan, nan.copy(), nan.copy(), nan.copy(), **_nan_fields(score.size))
 
 
 def _tiles(mask: np.ndarray, margin: int) -> list[tuple[slice, slice]]:
@@ -247,22 +269,33 @@ def refine_rings(
                 excess, x[i], y[i], r_guess=radius[i], r_max=r_max,
                 kernel_radius=kernel_radius, psf_sigma=psf_sigma, mask=usable,
             )
-    return Rings(x, y, radius, candidates.score.copy(), peak, contrast, coverage, width)
+    kept = {k: getattr(candidates, k).copy() for k in _nan_fields(0)}  # measured by rim_sectors, if at all
+    return Rings(x, y, radius, candidates.score.copy(), peak, contrast, coverage, width, **kept)
 
 
 def _radial_profile(image, usable, cx, cy, nbin):
-    """Mean and pixel count of ``image`` in 1-pixel annuli around integer pixel (cx, cy)."""
+    """Median and pixel count of ``image`` in 1-pixel annuli around integer pixel (cx, cy).
+
+    The median, not the mean: a compact source on or beside the rim fills a small part of
+    each annulus it crosses, and would pull a mean profile (and the fitted width) outwards.
+    """
     ny, nx = image.shape
     x0, x1 = max(int(cx) - nbin, 0), min(int(cx) + nbin + 1, nx)
     y0, y1 = max(int(cy) - nbin, 0), min(int(cy) + nbin + 1, ny)
     yy, xx = np.mgrid[y0:y1, x0:x1]
     ok = usable[y0:y1, x0:x1]
     rbin = np.floor(np.hypot(xx - cx, yy - cy)[ok]).astype(np.int64)
+    val = image[y0:y1, x0:x1][ok]
     good = rbin < nbin
-    num = np.bincount(rbin[good], weights=image[y0:y1, x0:x1][ok][good], minlength=nbin)
-    cnt = np.bincount(rbin[good], minlength=nbin).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return num / cnt, cnt
+    rbin, val = rbin[good], val[good]
+    cnt = np.bincount(rbin, minlength=nbin)
+    order = np.lexsort((val, rbin))  # by annulus, then value
+    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    lo, hi = start + (cnt - 1) // 2, start + cnt // 2  # the middle one or two of each annulus
+    med = np.full(nbin, np.nan)
+    has = cnt > 0
+    med[has] = 0.5 * (val[order][lo[has]] + val[order][hi[has]])
+    return med, cnt.astype(float)
 
 
 @functools.lru_cache(maxsize=8)
@@ -391,6 +424,78 @@ def _refine_one(image, usable, cx, cy, r_min, r_max, level, search):
     return (bx, by, radius, rim, rim - interior, coverage, width)
 
 
+def rim_sectors(
+    excess: np.ndarray,
+    counts: np.ndarray,
+    x: float,
+    y: float,
+    radius: float,
+    *,
+    half_width: float,
+    kernel_radius: float,
+    mask: np.ndarray | None = None,
+    n_sectors: int = _N_SECTORS,
+) -> tuple[np.ndarray, float, float, float]:
+    """Integrated significance of a ring's sectors, from correlated excess and counts maps.
+
+    The rim is the annulus ``|d - radius| <= half_width`` around pixel ``(x, y)``, cut into
+    ``n_sectors`` azimuthal sectors.  For a region ``S`` the sum of the correlated excess
+    over ``S`` is ``Σ_y e_y w(y)`` with ``w`` the region correlated with the top-hat
+    (``e_y`` the uncorrelated excess per pixel), so its variance is ``Σ_y λ_y w(y)²``,
+    with the expected counts per pixel ``λ`` estimated by the correlated counts over the
+    top-hat's area.  A sector's significance is its excess sum over the square root of that
+    variance; so is the whole rim's and the interior's (r < radius / 2, and at least a
+    pixel inside the rim annulus).
+
+    Returns
+    -------
+    z_sectors : numpy.ndarray
+        Significance of each sector (NaN for an empty one).
+    z_rim : float
+        Significance of the whole rim.
+    gap : float
+        Deepest deficit of a sector below the median excess level of the rim's sectors
+        (per pixel), in units of that sector's error; <= 0 unless every sector is above.
+    interior_ratio : float
+        Interior excess per pixel over the rim's.
+    """
+    excess = np.asarray(excess, dtype=float)
+    counts = np.asarray(counts, dtype=float)
+    if excess.shape != counts.shape or excess.ndim != 2:
+        raise ValueError(f"excess and counts must be 2D maps of one shape, got {excess.shape} and {counts.shape}")
+    if not (radius > 0 and half_width > 0 and kernel_radius > 0):
+        raise ValueError(f"need radius, half_width, kernel_radius > 0, got {radius}, {half_width}, {kernel_radius}")
+    kernel = disk_kernel(kernel_radius)
+    ny, nx = excess.shape
+    half = int(np.ceil(radius + half_width + kernel_radius)) + 2
+    x0, x1 = max(int(round(x)) - half, 0), min(int(round(x)) + half + 1, nx)
+    y0, y1 = max(int(round(y)) - half, 0), min(int(round(y)) + half + 1, ny)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    ok = np.isfinite(excess[y0:y1, x0:x1]) & np.isfinite(counts[y0:y1, x0:x1])
+    if mask is not None:
+        ok &= np.asarray(mask, bool)[y0:y1, x0:x1]
+    ex = np.where(ok, excess[y0:y1, x0:x1], 0.0)
+    lam = np.where(ok, np.clip(counts[y0:y1, x0:x1], 0.0, None), 0.0) / kernel.sum()
+    d = np.hypot(xx - x, yy - y)
+    rim = ok & (np.abs(d - radius) <= half_width)
+    sector = np.floor((np.arctan2(yy - y, xx - x) + np.pi) / (2 * np.pi) * n_sectors).astype(np.int64) % n_sectors
+    interior = ok & (d < min(0.5 * radius, radius - half_width - 1.0))
+    regions = np.stack([rim & (sector == k) for k in range(n_sectors)] + [rim, interior]).astype(float)
+    weights = correlate(regions, kernel)  # (n_sectors + 2) small cutouts
+    total = (regions * ex).sum(axis=(1, 2))
+    var = (weights**2 * lam).sum(axis=(1, 2))
+    npix = regions.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = total / np.sqrt(var)
+        z[npix == 0] = np.nan
+        level = total / npix  # excess per pixel
+        sec = slice(0, n_sectors)
+        med = np.nanmedian(level[sec]) if np.isfinite(level[sec]).any() else np.nan
+        gap = float(np.nanmin((total[sec] - med * npix[sec]) / np.sqrt(var[sec]))) if np.isfinite(med) else np.nan
+        ratio = float(level[-1] / level[-2])
+    return z[sec], float(z[-2]), gap, ratio
+
+
 def _half_max_width(profile: np.ndarray, k: int) -> float:
     """Full width (bins) at half the value of ``profile[k]`` (floor 0), NaN if no crossing."""
     half = 0.5 * profile[k]
@@ -422,6 +527,12 @@ def find_shells(
     excess: np.ndarray | None = None,
     kernel_radius: float = 0.0,
     psf_sigma: float = 0.0,
+    counts: np.ndarray | None = None,
+    min_rim_sqrt_ts: float = 6.0,
+    sector_level: float = 2.0,
+    min_sector_coverage: float = 0.9,
+    max_gap: float = 4.0,
+    min_interior_ratio: float = 0.3,
 ) -> Rings:
     """Shells in a significance map: Hough candidates, verified, fitted and deduplicated.
 
@@ -455,11 +566,24 @@ def find_shells(
         Correlated excess map and its kernel (pixels) for the radius fit, see
         :func:`refine_rings`.  A fitted width reaching the fit's bound (``w ≈ R``:
         the profile is that of a filled source) rejects the ring.
+    counts : numpy.ndarray, optional
+        Correlated counts (same kernel as ``excess``).  With ``excess`` and a kernel, a
+        candidate that fails the per-pixel tests (``min_peak``, ``min_coverage`` of sectors
+        above ``level``: the rim of a faint shell is only a few σ per pixel) is accepted
+        on its integrated sectors (:func:`rim_sectors`): whole rim ``>= min_rim_sqrt_ts``,
+        ``min_sector_coverage`` of the sectors ``>= sector_level`` (a ring drawn through
+        parts of separate sources leaves a few sectors short), no sector more than
+        ``max_gap`` σ below the rim's median level (a ring through separate sources has
+        gaps).  ``min_contrast`` and ``max_interior`` apply to both, and so does, when the
+        sectors are measured, an interior excess per pixel ``>= min_interior_ratio`` × the
+        rim's: a projected shell fills its interior; a ring of separate sources — which
+        can cover every sector and pass the per-pixel tests — does not.
 
     Returns
     -------
     Rings
-        Accepted shells by decreasing rim significance.  A candidate with the centre and
+        Accepted shells by decreasing rim significance (integrated when measured, else
+        the rim mean).  A candidate with the centre and
         radius of a brighter shell (within 0.3 × radius and 25 %), or lying inside a
         brighter shell (circles tangent to the inside of a rim collect its edges and its
         interior emission), is dropped.
@@ -478,26 +602,31 @@ def find_shells(
     # the contour lies outside the rim, and a smoothed rim peaks inside the shell radius:
     # look for the profile maximum down to half the smallest radius
     rings = refine_rings(significance, cand, r_min=max(1.0, 0.5 * r_min), r_max=r_max, level=level, mask=mask)
-    ok = (
+    shaped = (
         np.isfinite(rings.radius)
-        & (rings.peak >= min_peak)
         & (rings.contrast >= min_contrast)
         & (rings.peak - rings.contrast <= max_interior * rings.peak)
-        & (rings.coverage >= min_coverage)
     )
+    ok = shaped & (rings.peak >= min_peak) & (rings.coverage >= min_coverage)
+    if excess is not None and counts is not None and kernel_radius > 0:
+        for i in np.nonzero(shaped)[0]:  # a few dozen candidates, small cutouts
+            # the rim annulus: half the profile's width, at most the top-hat radius (a faint
+            # rim's profile is broad and noisy, and the annulus must not reach the interior)
+            tol = max(1.0, min(0.5 * (rings.width[i] if np.isfinite(rings.width[i]) else 2.0), kernel_radius))
+            z, rings.rim_sqrt_ts[i], rings.gap[i], rings.interior_ratio[i] = rim_sectors(
+                excess, counts, rings.x[i], rings.y[i], rings.radius[i], half_width=tol, kernel_radius=kernel_radius, mask=mask,
+            )
+            rings.sector_coverage[i] = np.mean(z >= sector_level)
+        with np.errstate(invalid="ignore"):
+            ok |= shaped & (
+                (rings.rim_sqrt_ts >= min_rim_sqrt_ts) & (rings.sector_coverage >= min_sector_coverage) & (rings.gap >= -max_gap)
+            )
+            # a projected shell fills its interior, a ring of separate sources does not
+            # (measured: shells of 0.25-0.75 deg 0.45-1.0, rings of 4-8 points < 0.2)
+            ok &= rings.interior_ratio >= min_interior_ratio
     rings = rings.select(ok)
+    rings = rings.select(merge_rings(_distances(rings), rings.radius, rings.peak, _strength(rings)) < 0)
     rings = rings.select(np.argsort(-rings.peak, kind="stable"))
-    keep = np.ones(len(rings), dtype=bool)
-    for i in range(len(rings)):  # a handful of rings
-        if not keep[i]:
-            continue
-        d = np.hypot(rings.x - rings.x[i], rings.y - rings.y[i])
-        same = (d < 0.3 * rings.radius[i]) & (np.abs(rings.radius / rings.radius[i] - 1) < 0.25)
-        inside = d + rings.radius <= 1.25 * rings.radius[i]
-        drop = same | inside
-        drop[: i + 1] = False
-        keep &= ~drop
-    rings = rings.select(keep)
     if excess is not None and len(rings):
         rings = refine_rings(
             significance, rings, r_min=max(1.0, 0.5 * r_min), r_max=r_max, level=level, mask=mask,
@@ -506,8 +635,53 @@ def find_shells(
     ok = (rings.radius >= 0.5 * r_min) & (rings.radius <= r_max)
     if excess is not None:
         ok &= ~(rings.width >= 0.95 * rings.radius)
-    log.debug("Hough: %d candidates, %d shells", len(cand), int(ok.sum()))
-    return rings.select(ok)
+    rings = rings.select(ok)
+    # the fitted radii can bring two rings onto one shell: merge again
+    rings = rings.select(merge_rings(_distances(rings), rings.radius, rings.peak, _strength(rings)) < 0)
+    log.debug("Hough: %d candidates, %d shells", len(cand), len(rings))
+    return rings
+
+
+def merge_rings(dist: np.ndarray, radius: np.ndarray, peak: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    """Which ring each ring merges into (-1: kept), from pairwise centre distances.
+
+    Two rules, in this order:
+
+    1. a ring lying inside a stronger one (``d + r <= 1.25 R``; circles tangent to the
+       inside of a rim collect its edges and interior emission), unless it is the same
+       ring (rule 2), merges into the strongest such ring;
+    2. of rings with the same centre and radius (within 0.3 × R and 25 %), the one with the
+       highest rim mean significance is kept: the sharpest view of the shell (e.g. the
+       dataset with the narrower PSF), not necessarily the most significant one.
+
+    ``strength`` orders rule 1 (integrated rim significance where measured), ``peak``
+    rule 2.  Units of ``dist`` and ``radius`` must agree.
+    """
+    n = radius.size
+    parent = np.full(n, -1, dtype=np.int64)
+    same = (dist < 0.3 * radius[None, :]) & (np.abs(radius[:, None] / radius[None, :] - 1) < 0.25)  # [i, k]: i same as k
+    same |= same.T
+    inside = dist + radius[:, None] <= 1.25 * radius[None, :]  # [i, k]: i inside k
+    for i in np.argsort(-strength, kind="stable"):  # a handful of rings
+        if parent[i] >= 0:
+            continue
+        victims = inside[:, i] & ~same[:, i] & (parent < 0) & (strength < strength[i])
+        parent[victims] = i
+    for i in np.argsort(-peak, kind="stable"):
+        if parent[i] >= 0:
+            continue
+        victims = same[:, i] & (parent < 0) & (np.arange(n) != i)
+        parent[victims] = i
+    return parent
+
+
+def _distances(rings: Rings) -> np.ndarray:
+    return np.hypot(rings.x[:, None] - rings.x[None, :], rings.y[:, None] - rings.y[None, :])
+
+
+def _strength(rings: Rings) -> np.ndarray:
+    """Ordering key of shells: the integrated rim significance where measured, else the rim mean."""
+    return np.where(np.isfinite(rings.rim_sqrt_ts), rings.rim_sqrt_ts, rings.peak)
 
 
 def absorb_fragments(

@@ -51,6 +51,7 @@ SEED_COLUMNS: dict[str, tuple[str, str, str]] = {
     "Hough_Score": ("f8", "", "shells: fraction of the circle covered by emission contours"),
     "Rim_Sqrt_TS": ("f8", "", "shells: mean significance on the rim"),
     "Rim_Contrast": ("f8", "", "shells: rim minus interior mean significance"),
+    "Rim_Sqrt_TS_Sum": ("f8", "", "shells: significance of the excess integrated over the rim (NaN when not measured)"),
     "N_Absorbed": ("i4", "", "shells: number of peak seeds merged into the shell"),
     "N_Peaks": ("i4", "", "map peaks (datasets x radii) merged into this seed"),
     "Index": ("f8", "", "power-law index fitted to the band maps at the seed (Radius_Best band maps)"),
