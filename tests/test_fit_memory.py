@@ -91,6 +91,9 @@ def test_model_selection_trials_do_not_accumulate_memory(group):
         finally:
             tracemalloc.stop()
     assert live == [0] * len(live), f"source evaluators alive after each trial: {live}"
-    # same candidate, same memory: trials 3 and 5 repeat trial 1 (disk)
-    growth = max(held[2], held[4]) - held[0]
+    # same candidate, same memory: trial 5 repeats trial 3 (disk), trial 4 trial 2 (point).
+    # Trials 1 and 2 are not the reference: the first fit of each kind may fill caches
+    # that outlive it by design, more or less depending on which tests ran before in the
+    # worker (0.34 -> 8.4 MB once, then flat, in one full run)
+    growth = max(held[4] - held[2], held[3] - held[1])
     assert growth < 0.05 * peak, f"memory held after trials {[round(h / 1e6, 2) for h in held]} MB (peak {peak / 1e6:.1f} MB)"

@@ -8,6 +8,8 @@ from fit_sky import make_dataset, simulate
 
 from gpscat.core.fit import Fit
 from gpscat.core.flux_points import flux_points
+from gpscat.core.group_fitter import GroupFitOptions, GroupFitter, all_ids
+from gpscat.core.groupfit import conditional_covariance
 from gpscat.core.npred import DatasetEvaluator
 from gpscat.core.residuals import residual_maps, residual_peak
 from gpscat.core.source_models import (
@@ -108,3 +110,28 @@ def test_residual_peak_finds_an_unmodelled_source():
     maps = residual_maps(ds, [modelled, missing, FoVBackgroundModel("sim")], radius=0.1)
     sig = maps["sqrt_ts"][np.isfinite(maps["sqrt_ts"])]
     assert sig.max() < 5 and abs(sig.mean()) < 0.3
+
+
+def test_conditional_covariance_of_separated_sources_matches_the_joint_one():
+    """Two well-separated point sources: the joint Hesse and the per-source (conditional)
+    one agree, the block-diagonal matrix has no cross terms, and the best fit is kept."""
+    truth = [_point("a", -0.3, 0.0), _point("b", 0.3, 0.1, amplitude=3e-12)]
+    ds = simulate(make_dataset(npix=50, nreco=2, name="sim"), truth, np.random.default_rng(8))
+    members = [_point("a", -0.28, 0.01), _point("b", 0.31, 0.09)]
+    fitter = GroupFitter([ds], [], GroupFitOptions())
+    joint = fitter.run(members, free=all_ids(members), covariance=True, fast=False)
+    assert joint.covariance_success
+    models = fitter.models(members)
+    models.set_covariance(joint.parameters, joint.covariance)
+    errors = {(m.name, p.name): p.error for m in members for p in m.parameters if not p.frozen}
+    values = [p.value for p in models.parameters]
+    assert conditional_covariance(fitter, members, models) == ["a", "b"]
+    assert [p.value for p in models.parameters] == values
+    for m in members:
+        for p in m.parameters:
+            if not p.frozen:
+                assert p.error == pytest.approx(errors[(m.name, p.name)], rel=0.1), (m.name, p.name)
+    pa = [p for p in members[0].parameters if not p.frozen]
+    pb = [p for p in members[1].parameters if not p.frozen]
+    cov = models.covariance_of(pa + pb)
+    assert np.all(cov[: len(pa), len(pa):] == 0) and np.all(np.diag(cov) > 0)

@@ -42,7 +42,15 @@ def runs(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["simulation"]["pointings"].update({"lon_min": "-0.5 deg", "lon_max": "0.5 deg"})
     cfg["survey"]["width"] = ["3 deg", "2 deg"]
-    # a small classifier training set and one fit pass keep the two full runs to minutes
+    # two isolated sources of the demo sky (a point and a 0.1 deg Gaussian) moved into the
+    # small survey, a small classifier training set and one fit pass: the two full runs
+    # take minutes (the demo's shell and triplet in this field made them ~15 min in CI)
+    demo = yaml.safe_load((REPO / "src/gpscat/data/demo_models.yaml").read_text())["components"]
+    sky = [dict(m) for m in demo if m["name"] in ("demo-point-a", "demo-gauss-small")]
+    for model, lon in zip(sky, (-0.5, 0.6), strict=True):
+        next(p for p in model["spatial"]["parameters"] if p["name"] == "lon_0")["value"] = lon
+    (root / "sky.yaml").write_text(yaml.safe_dump({"components": sky}))
+    cfg["simulation"]["models"] = str(root / "sky.yaml")
     cfg.setdefault("classify", {}).setdefault("training", {})["n_skies"] = 12
     cfg.setdefault("fit", {})["passes"] = 1
     path = root / "small.yaml"

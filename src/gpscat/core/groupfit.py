@@ -83,6 +83,9 @@ class GroupFit:
     selection: dict[str, Selection] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
+    #: members whose covariance comes from a fit of their own parameters only (the
+    #: group's Hesse was inaccurate): :func:`conditional_covariance`
+    conditional: list[str] = field(default_factory=list)
     n_fits: int = 0
 
     @property
@@ -268,8 +271,52 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
         params = out.result.parameters
         if out.result.covariance is not None and all(p in list(out.models.parameters) for p in params):
             out.models.set_covariance(params, out.result.covariance)
+        if out.result.covariance is not None and not out.result.covariance_success and members:
+            out.conditional = conditional_covariance(fitter, members, out.models)
         if not out.result.success:
             out.status = f"not converged: {out.result.message}"
-        log.debug("final fit: %d free parameters %s", len(labels), labels)
+        log.info("final fit: %d free parameters, covariance %s", len(labels),
+                 "accurate" if out.result.covariance_success else ("inaccurate" if out.result.covariance is not None else "failed"))
+        log.debug("final fit parameters: %s", labels)
     out.n_fits = fitter.n_fits
     return out
+
+
+def conditional_covariance(fitter: GroupFitter, members, models: Models) -> list[str]:
+    """Per-source covariances when the group's Hesse is inaccurate (a block-diagonal matrix).
+
+    With tens of free parameters of overlapping sources, Minuit's Hesse can fail to find a
+    positive-definite matrix and returns a forced one whose errors can be several times too
+    small (measured: a 24 sigma point source in a 34-parameter group, position error 0.0004
+    deg).  Each member is then refitted alone — its parameters and the background norms free,
+    the rest fixed at the best fit, so it starts at the minimum — and its own Hesse gives its
+    block.  These conditional errors ignore the correlations with the other members (an
+    underestimate where they overlap strongly) but are real curvatures.  A member whose own
+    Hesse is inaccurate too (seen for bright shells) gets NaN errors.  The background norms
+    keep the block of the last successful refit.
+
+    Returns the names of the members whose block was replaced.
+    """
+    blocks, done = [], []
+    best = [(p, p.value) for p in models.parameters]
+    for m in members:
+        res = fitter.run(members, free=free_ids(m), covariance=True, fast=False)
+        for p, v in best:  # the refit only measures the curvature: the best fit stays
+            p.value = v
+        if res.covariance is not None and res.covariance_success:
+            blocks.append((list(res.parameters), np.asarray(res.covariance)))
+            done.append(m.name)
+        else:  # no error is better than a wrong one: NaN, flagged NO_COVARIANCE downstream
+            free = [p for p in m.parameters if not p.frozen]
+            blocks.append((free, np.full((len(free), len(free)), np.nan)))
+            log.warning("source %s: its own Hesse is inaccurate too: no covariance", m.name)
+    params = list(dict.fromkeys(p for ps, _ in blocks for p in ps))
+    where = {id(p): i for i, p in enumerate(params)}
+    cov = np.zeros((len(params), len(params)))
+    for ps, block in blocks:
+        idx = np.array([where[id(p)] for p in ps])
+        cov[np.ix_(idx, idx)] = block
+    keep = [i for i, p in enumerate(params) if p in list(models.parameters)]
+    models.set_covariance([params[i] for i in keep], cov[np.ix_(keep, keep)])
+    log.info("group covariance inaccurate: conditional covariances for %s", done)
+    return done

@@ -20,6 +20,9 @@ bit   name                meaning
 64    FROM_RESIDUAL       the source was added by the residual search (no seed)
 128   NOT_SETTLED         the source still moved at the last pass (> settle_sigma)
 256   FIT_FAILED          the group's fit failed; values are the start model's
+512   COV_CONDITIONAL     the group's Hesse was inaccurate: the source's covariance is
+                          from a fit of its own parameters with the rest of the group
+                          fixed (correlations with the other members ignored)
 ====  ==================  ==============================================================
 """
 
@@ -62,6 +65,7 @@ FLAGS = {
     "FROM_RESIDUAL": 64,
     "NOT_SETTLED": 128,
     "FIT_FAILED": 256,
+    "COV_CONDITIONAL": 512,
 }
 #: size of the per-source covariance block stored in the table (padded with NaN)
 N_COV = 10

@@ -271,6 +271,7 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
             base.update({"TS_Ext": sel.ts_ext, "TS_Curvature": sel.ts_curv, "TS_Elongation": sel.ts_elong,
                          "Delta_AIC_Spatial": sel.delta_aic_spatial, "Delta_AIC_Spectral": sel.delta_aic_spectral})
         src_flags = flags | (FLAGS["FROM_RESIDUAL"] if base["Origin"] == "residual" else 0)
+        src_flags |= FLAGS["COV_CONDITIONAL"] if name in result.conditional else 0
         if pass_ >= 2 and name in before:
             base["Pass_Shift"] = model_shift([before[name]], [model])
             if pass_ == n_passes and base["Pass_Shift"] > float(fl["settle_sigma"]):
