@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from astropy.table import Table
 from catalog_sky import seed_table
 
 from gpscat.config import load_config
@@ -123,3 +124,13 @@ def test_zero_seeds_zero_groups(tmp_path):
     assert len(grp) == 0
     assert group_neighbours(tmp_path / "groups" / "groups.fits") == {}
     assert yaml.safe_load((tmp_path / "groups" / "start_models.yaml").read_text())["components"] == []
+
+
+def test_nested_in_shell_drops_only_fragments_of_fitted_shells():
+    t = Table({"ID": [1, 2, 3, 4, 5], "Type": ["shell", "peak", "peak", "shell", "peak"],
+               "Sqrt_TS": [10.0, 6.0, 20.0, 5.0, 4.5], "Nest_Flag": [2, 1, 1, 2, 1], "Parent_ID": [0, 1, 1, 0, 4]})
+    # 2: a fragment of shell 1; 3: brighter than its shell, a source of its own; 5: inside
+    # shell 4, which is not fitted
+    kept = np.array([True, True, True, False, True])
+    assert list(group_stage.nested_in_shell(t, kept)) == [False, True, False, False, False]
+    assert list(group_stage.nested_in_shell(t)) == [False, True, False, False, True]

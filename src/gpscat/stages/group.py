@@ -88,14 +88,25 @@ def select_seeds(table: Table, *, selection: str) -> np.ndarray:
     return keep
 
 
-def nested_in_shell(table: Table) -> np.ndarray:
+def nested_in_shell(table: Table, kept: np.ndarray | None = None) -> np.ndarray:
     """Seeds inside the extent of a shell seed (``Nest_Flag`` bit 1, ``Parent_ID`` a shell):
-    fragments of its rim or sources the residual search must find against the shell."""
+    fragments of its rim or sources the residual search must find against the shell.
+
+    Only shells that are fitted count (``kept``: the seeds selected for fitting; default
+    all), and a seed more significant than its shell is a source of its own (a bright point
+    on a faint shell), not a fragment: neither is dropped.
+    """
     if len(table) == 0:
         return np.zeros(0, dtype=bool)
-    shells = set(np.asarray(table["ID"])[np.char.strip(np.asarray(table["Type"], dtype=str)) == "shell"].tolist())
-    inside = (np.asarray(table["Nest_Flag"], int) & 1).astype(bool)
-    return inside & np.isin(np.asarray(table["Parent_ID"]), list(shells))
+    ids = np.asarray(table["ID"])
+    is_shell = np.char.strip(np.asarray(table["Type"], dtype=str)) == "shell"
+    if kept is not None:
+        is_shell &= np.asarray(kept, dtype=bool)
+    shell_ts = dict(zip(ids[is_shell].tolist(), np.asarray(table["Sqrt_TS"], float)[is_shell].tolist(), strict=True))
+    parent = np.asarray(table["Parent_ID"])
+    inside = (np.asarray(table["Nest_Flag"], int) & 1).astype(bool) & np.isin(parent, list(shell_ts))
+    parent_ts = np.array([shell_ts.get(int(p), np.inf) for p in parent])
+    return inside & ~(np.asarray(table["Sqrt_TS"], float) > parent_ts)
 
 
 def _start_class(table: Table) -> np.ndarray:
@@ -173,7 +184,7 @@ def run(cfg: Config, *, seeds: str | os.PathLike, output_dir: str | os.PathLike,
     table = read_seeds(seeds)
     keep = select_seeds(table, selection=g["seed_selection"])
     log.info("%s: %d seeds, %d kept for fitting (selection %s)", seeds, len(table), int(keep.sum()), g["seed_selection"])
-    nested = nested_in_shell(table) & keep if g["nested_in_shell"] == "drop" else np.zeros(len(table), bool)
+    nested = nested_in_shell(table, keep) & keep if g["nested_in_shell"] == "drop" else np.zeros(len(table), bool)
     for row in table[nested]:
         log.info("seed %d lies in shell seed %d: not fitted (the residual search adds what the shell leaves)", row["ID"], row["Parent_ID"])
     dropped = Table({"Seed_ID": np.asarray(table["ID"][nested], dtype="i4"), "Parent_ID": np.asarray(table["Parent_ID"][nested], dtype="i4"),
