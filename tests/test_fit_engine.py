@@ -205,3 +205,21 @@ def test_position_error_ellipse(sky):
     assert pe.semi_minor <= min(pe.sigma_lon, pe.sigma_lat) + 1e-12
     assert pe.semi_major >= max(pe.sigma_lon, pe.sigma_lat) - 1e-12
     assert pe.r95 == pytest.approx(2.4477 * np.sqrt(pe.semi_major * pe.semi_minor), rel=1e-4)
+
+
+def test_numerical_covariance_matches_hesse(sky):
+    """The finite-difference fallback (used when Minuit's Hesse is inaccurate) gives the
+    same errors and correlations as an accurate Hesse, and leaves the values alone."""
+    ds, _ = sky
+    models = Models([_point(amplitude=3e-12, index=2.0, lon=0.03, lat=0.02), FoVBackgroundModel("sim")])
+    fitter = Fit(ds, models)
+    result = fitter.run(covariance=True)
+    assert result.covariance_success and result.covariance_method == "hesse"
+    values = [p.value for p in result.parameters]
+    cov = fitter.numerical_covariance(result.parameters)
+    assert [p.value for p in result.parameters] == values
+    err_h, err_n = np.sqrt(np.diag(result.covariance)), np.sqrt(np.diag(cov))
+    np.testing.assert_allclose(err_n, err_h, rtol=0.05)
+    corr_h = result.covariance / np.outer(err_h, err_h)
+    corr_n = cov / np.outer(err_n, err_n)
+    np.testing.assert_allclose(corr_n, corr_h, atol=0.05)

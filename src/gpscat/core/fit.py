@@ -35,6 +35,9 @@ __all__ = ["Fit", "FitResult", "fit", "compute_ts"]
 log = logging.getLogger(__name__)
 
 _PENALTY = 1e30
+#: largest number of free parameters for the finite-difference Hessian fallback
+#: (2 n² likelihood evaluations)
+MAX_NUMERICAL_HESSIAN = 12
 
 
 @dataclass
@@ -55,6 +58,7 @@ class FitResult:
     parameters: list[Parameter] = field(default_factory=list)
     covariance: np.ndarray | None = None
     covariance_success: bool = False
+    covariance_method: str = ""
     minos: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def value(self, label: str) -> float:
@@ -234,6 +238,14 @@ class Fit:
         cov = np.array(m.covariance) * np.outer(scales, scales)
         result.covariance = cov
         result.covariance_success = bool(m.fmin.has_accurate_covar)
+        result.covariance_method = "hesse"
+        if not result.covariance_success and len(params) <= MAX_NUMERICAL_HESSIAN:
+            self._apply(params, m.values, scales)
+            numerical = self.numerical_covariance(params)
+            if numerical is not None:
+                log.info("Hesse inaccurate: covariance of %d parameters from finite differences", len(params))
+                cov = result.covariance = numerical
+                result.covariance_success, result.covariance_method = True, "numerical"
         models.set_covariance(params, cov)
 
     def _minos(self, m: Minuit, params, scales, names, result: FitResult) -> None:
@@ -246,6 +258,69 @@ class Fit:
             except Exception as exc:
                 log.warning("minos failed for %s: %s", name, exc)
                 result.minos[name] = (math.nan, math.nan)
+
+    def numerical_covariance(self, params: list[Parameter]) -> np.ndarray | None:
+        """Covariance ``2 H⁻¹`` from a central finite-difference Hessian of the statistic
+        (−2 ln L) at the current values, or ``None`` if it is not positive definite.
+
+        The fallback when Minuit's Hesse is inaccurate: Minuit chooses its steps from the
+        function's estimated precision and can land on a scale where the likelihood of a
+        bright extended source is not smooth, then forces a positive-definite matrix whose
+        errors are tens of times too small.  Here the steps are physical: 10⁻³ deg for
+        angles, 1 % of the value otherwise (0.01 for a zero value), kept inside the
+        bounds; then, once the errors are known, half of each error.  Values are restored.
+        """
+        x0 = np.array([p.value for p in params], dtype=float)
+        h = np.array([1e-3 if p.unit == "deg" else (0.01 * abs(v) if v != 0 else 0.01) for p, v in zip(params, x0, strict=True)])
+        try:
+            cov = None
+            for _ in range(2):
+                h = self._inside_bounds(params, x0, h)
+                cov = self._finite_difference_covariance(params, x0, h)
+                if cov is None:
+                    return None
+                h = 0.5 * np.sqrt(np.diag(cov))
+            return cov
+        finally:
+            for p, v in zip(params, x0, strict=True):
+                p.value = float(v)
+
+    @staticmethod
+    def _inside_bounds(params, x0, h) -> np.ndarray:
+        h = h.copy()
+        for i, p in enumerate(params):
+            for b in p.bounds:
+                if b is not None and abs(x0[i] - b) > 0:
+                    h[i] = min(h[i], 0.5 * abs(x0[i] - b))
+        return h
+
+    def _finite_difference_covariance(self, params, x0, h) -> np.ndarray | None:
+        n = len(params)
+
+        def stat(dx):
+            for p, v in zip(params, x0 + dx, strict=True):
+                p.value = float(v)
+            with np.errstate(all="ignore"):
+                return self.stat_sum()
+
+        hess = np.empty((n, n))
+        f0 = stat(np.zeros(n))
+        for i in range(n):  # 2 n² evaluations in all, n <= MAX_NUMERICAL_HESSIAN
+            e_i = np.zeros(n)
+            e_i[i] = h[i]
+            hess[i, i] = (stat(e_i) - 2 * f0 + stat(-e_i)) / h[i] ** 2
+            for j in range(i):
+                e_j = np.zeros(n)
+                e_j[j] = h[j]
+                hess[i, j] = hess[j, i] = (stat(e_i + e_j) - stat(e_i - e_j) - stat(e_j - e_i) + stat(-e_i - e_j)) / (4 * h[i] * h[j])
+        if not np.all(np.isfinite(hess)):
+            return None
+        try:
+            np.linalg.cholesky(hess)
+        except np.linalg.LinAlgError:
+            return None
+        cov = 2.0 * np.linalg.inv(hess)
+        return 0.5 * (cov + cov.T)
 
     def _safe_stat(self) -> float:
         try:

@@ -291,9 +291,11 @@ def conditional_covariance(fitter: GroupFitter, members, models: Models) -> list
     deg).  Each member is then refitted alone — its parameters and the background norms free,
     the rest fixed at the best fit, so it starts at the minimum — and its own Hesse gives its
     block.  These conditional errors ignore the correlations with the other members (an
-    underestimate where they overlap strongly) but are real curvatures.  A member whose own
-    Hesse is inaccurate too (seen for bright shells) gets NaN errors.  The background norms
-    keep the block of the last successful refit.
+    underestimate where they overlap strongly) but are real curvatures.  A member's own fit
+    has few parameters, so where Minuit's Hesse is inaccurate again (bright shells) the
+    finite-difference fallback of :meth:`~gpscat.core.fit.Fit.numerical_covariance` applies;
+    a member for which that fails too gets NaN errors.  The background norms keep the block
+    of the last successful refit.
 
     Returns the names of the members whose block was replaced.
     """
