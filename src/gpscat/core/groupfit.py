@@ -318,7 +318,8 @@ def conditional_covariance(fitter: GroupFitter, members, models: Models) -> list
     for ps, block in blocks:
         idx = np.array([where[id(p)] for p in ps])
         cov[np.ix_(idx, idx)] = block
-    keep = [i for i, p in enumerate(params) if p in list(models.parameters)]
+    known = {id(p) for p in models.parameters}
+    keep = [i for i, p in enumerate(params) if id(p) in known]
     models.set_covariance([params[i] for i in keep], cov[np.ix_(keep, keep)])
     log.info("group covariance inaccurate: conditional covariances for %s", done)
     return done

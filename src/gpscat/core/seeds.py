@@ -21,7 +21,7 @@ from gpscat.core.exclusion import circles_excluded, exclusion_mask, hysteresis_e
 from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
 from gpscat.core.index_map import BandMaps, fit_power_law
 from gpscat.core.moments import seed_moments, untruncated_sigma, windowed_centroid
-from gpscat.core.shells import absorb_fragments, find_shells, merge_rings
+from gpscat.core.shells import absorb_fragments, find_shells, merge_rings, ring_strength
 from gpscat.io.seeds import empty_seed_table
 
 __all__ = [
@@ -336,15 +336,15 @@ def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
         for i in range(len(rings)):
             g = np.full((len(names), len(radii)), np.nan)
             g[names.index(name), radii.index(round(m.radius, 6))] = rings.peak[i]
-            strength = rings.rim_sqrt_ts[i] if np.isfinite(rings.rim_sqrt_ts[i]) else rings.peak[i]
             found.append(dict(lon=float(lon[i]), lat=float(lat[i]), radius=rings.radius[i] * b, width=np.nan_to_num(rings.width[i]) * b,
                               score=rings.score[i], peak=rings.peak[i], contrast=rings.contrast[i], grid=g,
-                              rim_sqrt_ts=rings.rim_sqrt_ts[i], strength=strength))
+                              rim_sqrt_ts=rings.rim_sqrt_ts[i]))
     if not found:
         return []
     lon, lat = np.array([s["lon"] for s in found]), np.array([s["lat"] for s in found])
     dist = angular_separation(lon[:, None], lat[:, None], lon[None, :], lat[None, :])
-    parent = merge_rings(dist, *(np.array([s[k] for s in found]) for k in ("radius", "peak", "strength")))
+    radius, peak, rim_ts = (np.array([s[k] for s in found]) for k in ("radius", "peak", "rim_sqrt_ts"))
+    parent = merge_rings(dist, radius, peak, ring_strength(rim_ts, peak))
     for i in np.nonzero(parent >= 0)[0]:
         root = i
         while parent[root] >= 0:  # a chain of merges ends at a kept shell

@@ -51,6 +51,7 @@ __all__ = [
     "refine_rings",
     "rim_sectors",
     "ring_edges",
+    "ring_strength",
 ]
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,8 @@ def _radial_profile(image, usable, cx, cy, nbin):
     lo, hi = start + (cnt - 1) // 2, start + cnt // 2  # the middle one or two of each annulus
     med = np.full(nbin, np.nan)
     has = cnt > 0
-    med[has] = 0.5 * (val[order][lo[has]] + val[order][hi[has]])
+    ranked = val[order]
+    med[has] = 0.5 * (ranked[lo[has]] + ranked[hi[has]])
     return med, cnt.astype(float)
 
 
@@ -582,11 +584,10 @@ def find_shells(
     Returns
     -------
     Rings
-        Accepted shells by decreasing rim significance (integrated when measured, else
-        the rim mean).  A candidate with the centre and
-        radius of a brighter shell (within 0.3 × radius and 25 %), or lying inside a
-        brighter shell (circles tangent to the inside of a rim collect its edges and its
-        interior emission), is dropped.
+        Accepted shells by decreasing rim mean significance, merged by
+        :func:`merge_rings` (before and after the radius fit): a ring inside a stronger
+        one (integrated rim significance where measured, else the rim mean) joins it, and
+        of one ring found from several centres the sharpest (highest rim mean) is kept.
     """
     if not (np.isfinite(r_min) and 2 <= r_min < r_max):
         raise ValueError(f"need 2 <= r_min < r_max pixels, got r_min={r_min}, r_max={r_max}")
@@ -679,9 +680,15 @@ def _distances(rings: Rings) -> np.ndarray:
     return np.hypot(rings.x[:, None] - rings.x[None, :], rings.y[:, None] - rings.y[None, :])
 
 
+def ring_strength(rim_sqrt_ts, peak) -> np.ndarray:
+    """Ordering key of shells for :func:`merge_rings`: the integrated rim significance
+    where measured, else the rim mean."""
+    rim_sqrt_ts, peak = np.asarray(rim_sqrt_ts, float), np.asarray(peak, float)
+    return np.where(np.isfinite(rim_sqrt_ts), rim_sqrt_ts, peak)
+
+
 def _strength(rings: Rings) -> np.ndarray:
-    """Ordering key of shells: the integrated rim significance where measured, else the rim mean."""
-    return np.where(np.isfinite(rings.rim_sqrt_ts), rings.rim_sqrt_ts, rings.peak)
+    return ring_strength(rings.rim_sqrt_ts, rings.peak)
 
 
 def absorb_fragments(
