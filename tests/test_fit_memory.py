@@ -91,9 +91,10 @@ def test_model_selection_trials_do_not_accumulate_memory(group):
         finally:
             tracemalloc.stop()
     assert live == [0] * len(live), f"source evaluators alive after each trial: {live}"
-    # same candidate, same memory: trial 5 repeats trial 3 (disk), trial 4 trial 2 (point).
-    # Trials 1 and 2 are not the reference: the first fit of each kind may fill caches
-    # that outlive it by design, more or less depending on which tests ran before in the
-    # worker (0.34 -> 8.4 MB once, then flat, in one full run)
-    growth = max(held[4] - held[2], held[3] - held[1])
-    assert growth < 0.05 * peak, f"memory held after trials {[round(h / 1e6, 2) for h in held]} MB (peak {peak / 1e6:.1f} MB)"
+    # A leak grows the held memory at every trial.  Some cache outlives the fits by design
+    # and fills once, at a trial that depends on which tests ran before in the worker
+    # (seen: 0.34 -> 8.4 MB after trial 2, and 0.79 -> 8.5 MB after trial 4, flat
+    # otherwise): at most one step may be large.
+    steps = np.diff(held)
+    assert np.sum(steps > 0.05 * peak) <= 1 and held[-1] - held[0] < 0.5 * peak, (
+        f"memory held after trials {[round(h / 1e6, 2) for h in held]} MB (peak {peak / 1e6:.1f} MB)")
