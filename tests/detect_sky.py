@@ -154,9 +154,10 @@ def expected_significance(sky: Sky, source: dict, radii) -> float:
 
 
 def significance_maps(sky: Sky, radii, *, dataset: str = "all"):
-    """:class:`gpscat.core.seeds.SignificanceMaps` of a sky at several radii (counts realisation)."""
+    """:class:`gpscat.core.seeds.SignificanceMaps` of a sky at several radii (counts realisation),
+    with the uncorrelated counts and background images as the significance stage writes them."""
     out = []
     for r in radii:
         sig, exc, n, b = sky.correlated(r)
-        out.append(SignificanceMaps(dataset, r, sky.geom, sig, exc, b, n))
+        out.append(SignificanceMaps(dataset, r, sky.geom, sig, exc, b, n, counts_image=sky.counts, background_image=sky.background))
     return out

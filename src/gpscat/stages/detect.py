@@ -62,6 +62,7 @@ def params_from_config(cfg: Config) -> DetectParams:
         min_separation=deg(d["min_separation"], "min_separation"),
         min_prominence=float(d["min_prominence"]),
         merge_distance=deg(d["merge_distance"], "merge_distance"),
+        localise=bool(d["localise"]),
         size_level=float(s["level"]),
         size_max_radius=deg(s["max_radius"], "size.max_radius"),
         psf_sigma=deg(s["psf_sigma"], "size.psf_sigma"),
@@ -115,7 +116,7 @@ def read_significance_maps(path: str | os.PathLike) -> tuple[SignificanceMaps, t
         names = {h.name for h in hl}
         if "SQRT_TS" not in names:
             raise ValueError(f"{path}: no SQRT_TS HDU (have {sorted(names)})")
-        get = {k: (map_from_hdulist(hl, k) if k in names else None) for k in ("SQRT_TS", "EXCESS", "BACKGROUND", "COUNTS", "FLUX", "EXPOSURE")}
+        get = {k: (map_from_hdulist(hl, k) if k in names else None) for k in ("SQRT_TS", "EXCESS", "BACKGROUND", "COUNTS", "FLUX", "EXPOSURE", "COUNTS_IMAGE", "BACKGROUND_IMAGE")}
         h0 = hl[0].header
         erange = (float(h0["EMIN"]), float(h0["EMAX"])) if "EMIN" in h0 and "EMAX" in h0 else None
     sig = get["SQRT_TS"]
@@ -126,7 +127,7 @@ def read_significance_maps(path: str | os.PathLike) -> tuple[SignificanceMaps, t
         return None if get[k] is None else np.asarray(get[k].data, dtype=float)
 
     maps = SignificanceMaps(dataset, radius, sig.geom, np.asarray(sig.data, dtype=float), arr("EXCESS"), arr("BACKGROUND"),
-                            arr("COUNTS"), arr("FLUX"), arr("EXPOSURE"))
+                            arr("COUNTS"), arr("FLUX"), arr("EXPOSURE"), arr("COUNTS_IMAGE"), arr("BACKGROUND_IMAGE"))
     return maps, erange
 
 

@@ -13,7 +13,9 @@ Outputs in ``output_dir``, for every correlation radius ``r`` (deg) of
   pixel), ``FLUX`` and ``FLUX_ERR`` (cm⁻² s⁻¹, integral over the energy range, from the
   excess and the mean exposure within ``r`` weighted for a power law of index
   ``significance.spectral_index``, default 2, treating reco as true energy) and
-  ``EXPOSURE`` (that mean weighted exposure, m² s).  NaN outside the safe mask.
+  ``EXPOSURE`` (that mean weighted exposure, m² s); and, not correlated, ``COUNTS_IMAGE``
+  and ``BACKGROUND_IMAGE`` (the same in every radius file: the detect stage fits compact
+  seeds' positions to them).  NaN outside the safe mask.
 * ``bands_r{r:.2f}.fits`` — the same HDUs with an energy axis of the
   ``significance.energy_bands`` (when set; the bands are snapped to the dataset's reco bin
   edges and must be contiguous).
@@ -205,6 +207,10 @@ def run(cfg: Config, *, dataset: str, input: str | os.PathLike, output_dir: str 
     background = images["background"] if inp["kind"] == "cash" else alpha_map(images["acceptance"], images["acceptance_off"]) * images["counts_off"]
     log.info("%s (%s): %.0f counts, background %.1f, excess %.1f in the safe mask", dataset, inp["kind"],
              images["counts"][image_mask].sum(), background[image_mask].sum(), (images["counts"] - background)[image_mask].sum())
+    plain = {
+        "counts_image": Map(geom, np.where(image_mask, images["counts"], np.nan).astype(np.float32), (), ""),
+        "background_image": Map(geom, np.where(image_mask, background, np.nan).astype(np.float32), (), ""),
+    }
     written: list[Path] = []
     folder = Path(output_dir)
     for r in correlation_radii(cfg):
@@ -214,7 +220,7 @@ def run(cfg: Config, *, dataset: str, input: str | os.PathLike, output_dir: str 
                   "KSAMPL": sig_cfg["kernel_sampling"]}
         maps = _to_maps([significance_images(inp, full, kernel=kernel, index=index)], geom, None)
         target = folder / f"significance_r{r:.2f}.fits"
-        write_maps(target, maps, header=header)
+        write_maps(target, maps | plain, header=header)
         written.append(target)
         peak = np.nanmax(maps["sqrt_ts"].data) if np.isfinite(maps["sqrt_ts"].data).any() else np.nan
         log.info("%s r=%.2f deg (%s): max significance %.2f", dataset, r, inp["kind"], peak)
