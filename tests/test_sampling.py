@@ -16,6 +16,7 @@ from gpscat.core.sampling import (
     EventSample,
     background_table,
     exposure_table,
+    grid_reach,
     offset_positions,
     power_law_inverse_cdf,
     predicted_counts,
@@ -25,8 +26,10 @@ from gpscat.core.sampling import (
     sample_source_events,
     source_grid,
 )
+from gpscat.core.simulation import make_setup, simulate_observation
 from gpscat.models.sky import SkyModel
 from gpscat.models.spatial import (
+    DiskSpatialModel,
     GaussianSpatialModel,
     PointSpatialModel,
     ShellSpatialModel,
@@ -196,3 +199,41 @@ def test_edge_cases(irfs, table):
         exposure_table(irfs["aeff"], livetime=1.0, energy_edges=[1.0, 0.5], offset_max=3.0)
     with pytest.raises(ValueError, match="ontime"):
         sample_background_events(background_table(irfs["bkg"], energy_edges=[1, 10], offset_max=2.0), pointing=PNT, ontime=-1, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "spatial",
+    [
+        PointSpatialModel(lon_0=1.0, lat_0=-0.5, frame="galactic"),
+        GaussianSpatialModel(lon_0=1.0, lat_0=-0.5, sigma=0.3, e=0.6, phi=30.0, frame="galactic"),
+        DiskSpatialModel(lon_0=1.0, lat_0=60.0, r_0=1.2, frame="galactic"),
+        ShellSpatialModel(lon_0=200.0, lat_0=-80.0, radius=0.5, width=0.2, frame="galactic"),
+    ],
+    ids=["point", "gauss", "disk-high-lat", "shell-near-pole"],
+)
+def test_grid_reach_bounds_the_grid(spatial):
+    grid = source_grid(spatial)
+    d = angular_separation(grid.lon, grid.lat, *spatial.position)
+    reach = grid_reach(spatial)
+    assert d.max() <= reach + 1e-9
+    if not spatial.is_point:  # a bound, not a gross overestimate: the grid fills the model's circle
+        assert reach < 1.5 * d.max() + 0.05
+
+
+def test_observation_skips_sources_outside_the_field(irfs):
+    """A source whose grid cannot reach the field of view is neither gridded nor sampled, and the
+    events are exactly those of the survey without it (skipping draws no random number)."""
+    near = SkyModel(PowerLawSpectralModel(amplitude=5e-12), GaussianSpatialModel(lon_0=0.4, lat_0=0.1, sigma=0.2, frame="galactic"), name="near")
+    edge = SkyModel(PowerLawSpectralModel(amplitude=5e-12), DiskSpatialModel(lon_0=3.5, lat_0=0.0, r_0=0.8, frame="galactic"), name="edge")
+    far = SkyModel(PowerLawSpectralModel(amplitude=5e-12), ShellSpatialModel(lon_0=9.0, lat_0=0.0, radius=0.4, width=0.1, frame="galactic"), name="far")
+    kw = dict(livetime=1800.0, offset_max=3.0, per_decade=20)
+    with_far = make_setup([near, far, edge], irfs, **kw)
+    without = make_setup([near, edge], irfs, **kw)
+    assert [with_far.reaches(i, PNT) for i in range(3)] == [True, False, True]
+    a = simulate_observation(with_far, pointing=PNT, tstart=0.0, rng=np.random.default_rng(5))
+    b = simulate_observation(without, pointing=PNT, tstart=0.0, rng=np.random.default_rng(5))
+    assert 1 not in with_far.grids._grids  # the far shell's grid was never built
+    assert np.sum(a["MC_ID"] == 3) > 10  # the disk straddling the FoV edge (a 0.2° sliver inside) was sampled
+    b["MC_ID"][b["MC_ID"] == 2] = 3  # the disk is MC_ID 3 in the first list, 2 in the second
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -283,17 +283,32 @@ class SourceGrid:
     iy: np.ndarray | None = None
 
 
+def _grid_size(spatial: SpatialModel, binsz_max: float, max_pixels: int) -> tuple[float, float]:
+    """(radius, pixel size) in deg of the sampling grid of an extended model."""
+    radius = float(spatial.evaluation_radius)
+    if not radius > 0:
+        raise ValueError(f"spatial model {type(spatial).__name__} has no positive evaluation radius ({radius})")
+    binsz = min(binsz_max, float(spatial.sample_size))
+    return radius, max(binsz, 2 * radius / np.sqrt(max_pixels), 1e-4)
+
+
+def grid_reach(spatial: SpatialModel, *, binsz_max: float = 0.01, max_pixels: int = 1_000_000) -> float:
+    """Upper bound (deg) of the distance from the model's position of any pixel of its
+    :func:`source_grid`: 0 for a point source, else the half-diagonal of the grid's square
+    (a TAN pixel's angular distance from the tangent point is at most its projected distance)."""
+    if spatial.is_point:
+        return 0.0
+    radius, binsz = _grid_size(spatial, binsz_max, max_pixels)
+    return float(np.sqrt(2.0) * (radius + binsz))
+
+
 def source_grid(spatial: SpatialModel, *, binsz_max: float = 0.01, max_pixels: int = 1_000_000) -> SourceGrid:
     """Sampling grid of a spatial model: a TAN grid centred on it, pixels ≤ ``binsz_max`` deg
     and ≤ the model's own sampling size, covering its evaluation radius."""
     lon0, lat0 = spatial.position
     if spatial.is_point:
         return SourceGrid(spatial.frame, np.array([lon0]), np.array([lat0]), np.array([1.0]))
-    radius = float(spatial.evaluation_radius)
-    if not radius > 0:
-        raise ValueError(f"spatial model {type(spatial).__name__} has no positive evaluation radius ({radius})")
-    binsz = min(binsz_max, float(spatial.sample_size))
-    binsz = max(binsz, 2 * radius / np.sqrt(max_pixels), 1e-4)
+    radius, binsz = _grid_size(spatial, binsz_max, max_pixels)
     geom = WcsGeom.create((lon0, lat0), 2 * radius + 2 * binsz, binsz, frame=spatial.frame, proj="TAN")
     frac = integrate_geom(spatial, geom)
     iy, ix = np.nonzero(frac > 0)

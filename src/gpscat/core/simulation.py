@@ -1,8 +1,10 @@
 """One simulated observation: sources and background through the IRFs, as DL3 event columns.
 
 :func:`make_setup` prepares what does not change between observations of a survey (the
-source sampling grids, the exposure and background tables); :func:`simulate_observation`
-draws the events of one pointing from an explicit generator.  Event ``MC_ID`` follows CTA
+exposure and background tables; the source sampling grids, built on first use);
+:func:`simulate_observation` draws the events of one pointing from an explicit generator,
+sampling only the sources whose grid reaches into its field of view — so one observation
+costs the same whatever the number of sources elsewhere in the survey.  Event ``MC_ID`` follows CTA
 1DC: 0 for background, *i* for the *i*-th sky model of the list (from 1).
 """
 
@@ -22,6 +24,7 @@ from gpscat.core.sampling import (
     SourceGrid,
     background_table,
     exposure_table,
+    grid_reach,
     sample_background_events,
     sample_source_events,
     source_grid,
@@ -40,11 +43,13 @@ EVENT_DTYPES = {"EVENT_ID": ">i8", "TIME": ">f8", "RA": ">f4", "DEC": ">f4", "EN
 class SimulationSetup:
     """Everything an observation's sampling needs that is shared by the survey.
 
-    ``models[i]`` has ``MC_ID = i + 1``; ``grids[i]`` is its sampling grid.
+    ``models[i]`` has ``MC_ID = i + 1``; ``grids[i]`` is its sampling grid (built when first
+    asked for); :meth:`reaches` tells whether source ``i`` can have photons in a pointing's
+    field of view.
     """
 
     models: tuple[SkyModel, ...]
-    grids: tuple[SourceGrid, ...]
+    grids: Sequence[SourceGrid]
     irfs: dict
     exposure: ExposureTable
     background: BackgroundTable | None
@@ -56,6 +61,33 @@ class SimulationSetup:
     @property
     def ontime(self) -> float:
         return self.livetime / self.deadc
+
+    def reaches(self, i: int, pointing: tuple[float, float]) -> bool:
+        """Whether any pixel of source ``i``'s grid lies within ``offset_max`` of ``pointing``
+        (RA, Dec deg).  False means the source has no photon in that observation: its
+        predicted counts are exactly 0 and sampling it draws no random number."""
+        spatial = self.models[i].spatial_model
+        ra, dec = spatial.position_in("icrs")
+        return bool(angular_separation(ra, dec, pointing[0], pointing[1]) < self.offset_max + grid_reach(spatial) + 1e-6)
+
+
+class LazyGrids(Sequence):
+    """The sampling grids of a model list, each built on first access and kept."""
+
+    def __init__(self, models: Sequence[SkyModel]):
+        self._models = tuple(models)
+        self._grids: dict[int, SourceGrid] = {}
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i not in self._grids:
+            self._grids[i] = source_grid(self._models[i].spatial_model)
+        return self._grids[i]
 
 
 def observation_seed(seed: int, obs_id: int) -> np.random.Generator:
@@ -120,8 +152,7 @@ def make_setup(
     bkg = None
     if background:
         bkg = background_table(irfs["bkg"], energy_edges=grid(*energy_range, per_decade // 2), offset_max=offset_max)
-    grids = tuple(source_grid(m.spatial_model) for m in models)
-    return SimulationSetup(tuple(models), grids, irfs, expo, bkg, tuple(energy_range), float(offset_max), float(livetime), float(deadc))
+    return SimulationSetup(tuple(models), LazyGrids(models), irfs, expo, bkg, tuple(energy_range), float(offset_max), float(livetime), float(deadc))
 
 
 def simulate_observation(
@@ -146,9 +177,11 @@ def simulate_observation(
     parts: list[tuple[int, EventSample]] = []
     if setup.background is not None:
         parts.append((0, sample_background_events(setup.background, pointing=pointing, ontime=setup.ontime, rng=rng)))
-    for i, (model, grid) in enumerate(zip(setup.models, setup.grids, strict=True), start=1):
+    for i, model in enumerate(setup.models, start=1):
+        if not setup.reaches(i - 1, pointing):
+            continue
         ev = sample_source_events(
-            model, grid, setup.exposure, pointing=pointing, psf=setup.irfs["psf"], edisp=setup.irfs["edisp"], rng=rng
+            model, setup.grids[i - 1], setup.exposure, pointing=pointing, psf=setup.irfs["psf"], edisp=setup.irfs["edisp"], rng=rng
         )
         parts.append((i, ev))
     ra = np.concatenate([ev.ra for _, ev in parts]) if parts else np.zeros(0)

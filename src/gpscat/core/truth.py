@@ -125,6 +125,8 @@ def source_truth(
         npred, n_obs = 0.0, 0
         dist, weight, band_of, obs_of = [], [], [], []
         for j, pnt in enumerate(pointings):
+            if not setup.reaches(i, pnt):
+                continue
             mu = float(predicted_counts(model, setup.grids[i], setup.exposure, pointing=pnt).sum())
             if mu <= 0:
                 continue
