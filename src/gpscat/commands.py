@@ -384,6 +384,9 @@ def _fit_group(p: argparse.ArgumentParser):
     p.add_argument("--output", required=True, type=Path, help="results/fit/pass<p>/group_<gid>.fits")
     p.add_argument("--output-models", required=True, type=Path, help="results/fit/pass<p>/group_<gid>.yaml")
     p.add_argument("--tile", default=None, help="tiles: the tile whose core holds the group centre (the datasets are its)")
+    p.add_argument("--observations", nargs="*", type=Path, default=[],
+                   help="per-observation dataset files (results/reduce/<dataset>/<obs_id>.fits): their footprints make "
+                        "the prediction exact at safe-mask boundaries (fit.footprints)")
 
     def run(cfg: Config, args):
         _stage("fit").run(
@@ -398,6 +401,7 @@ def _fit_group(p: argparse.ArgumentParser):
             datasets=args.datasets,
             output=args.output,
             output_models=args.output_models,
+            observations=args.observations,
             tile=args.tile,
         )
 

@@ -230,6 +230,13 @@ def fit_group_inputs(wildcards):
         tile = group_tile(config, groups, gid)
         datasets = [f"results/maps/{ds}/tiles/{tile}/dataset.fits" for ds in DATASETS]
     inputs = {"groups": groups, "datasets": datasets}
+    if config["fit"]["footprints"]:  # per-observation footprints (docs/fitting.md)
+        tile = group_tile(config, groups, gid) if TILES else None
+        inputs["observations"] = [
+            f"results/reduce/{ds}/{obs_id}.fits"
+            for ds in DATASETS
+            for obs_id in (tile_observations(config, ds, tile) if TILES else OBS_IDS)
+        ]
     if p == 1:
         inputs["models"] = f"results/groups/group_{gid}.yaml"
         inputs["neighbours"] = ["results/groups/start_models.yaml"]
@@ -253,6 +260,8 @@ def fit_group_args(wildcards, input):
         args += f" --previous {input.previous}"
     if "previous_neighbours" in input.keys():
         args += " --previous-neighbours " + " ".join(input.previous_neighbours)
+    if "observations" in input.keys():
+        args += " --observations " + " ".join(input.observations)
     return args
 
 

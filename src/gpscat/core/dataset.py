@@ -54,6 +54,9 @@ class MapDataset:
     mask_fit: Map | None = None
     gti: np.ndarray | None = None  # (n, 2) START/STOP, s (MET of the observation)
     meta: dict = field(default_factory=dict)
+    #: per-observation footprints for the exact prediction at safe-mask boundaries
+    #: (:mod:`gpscat.core.footprints`); in memory only, not written
+    footprints: tuple = ()
 
     def __post_init__(self):
         ref = self.counts or self.background or self.exposure

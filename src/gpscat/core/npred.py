@@ -10,7 +10,8 @@ scales with the source size, not the map), with the PSF and energy dispersion ta
 cutout centre.  Point sources skip the convolution: their pixel fractions come from the PSF
 evaluated at the exact offset of sub-pixel centres (:func:`~gpscat.core.response.point_response`)
 times the exposure interpolated at the source, which keeps the likelihood smooth in the
-position.  ``R`` is cached on the spatial parameter values and the spectral integrals on the
+position.  A dataset's observation footprints (:mod:`gpscat.core.footprints`) add the exact
+terms of the observations whose safe-mask boundary crosses the source's cutout.  ``R`` is cached on the spatial parameter values and the spectral integrals on the
 spectral ones, so a fit step that moves only spectral parameters costs one tensor product.
 
 The background prediction is ``background · norm · (E/reference)^-tilt`` at reco-bin centres.
@@ -234,6 +235,7 @@ class SourceEvaluator:
         expo = np.zeros((nbin,) + self._geom.shape)
         expo[(...,) + csl] = ds.exposure.data[(...,) + psl]
         self._exposure = expo
+        self._footprints = self._footprint_terms(csl)
         sp = self.model.spatial_model
         self._oversample = 1 if sp.is_point else oversampling_factor(sp, geom.binsz)
         self._oversample = max(1, min(self._oversample, int(np.sqrt(_MAX_SAMPLES / expo[0].size))))
@@ -251,6 +253,24 @@ class SourceEvaluator:
             self._kernel_fft = _KernelStack(kernels, self._geom.shape, support=support)
         log.debug("model %s: cutout %s px around (%.4f, %.4f)", self.model.name, self._geom.npix, lon, lat)
 
+    def _footprint_terms(self, csl) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(mask image, exposure) on the cutout of each observation footprint whose mask
+        boundary crosses the part of the cutout inside the map (:mod:`gpscat.core.footprints`)."""
+        out = []
+        for fp in self.dataset.footprints:
+            (cy, cx), (fy, fx) = fp.geom.slices_in(self._geom)
+            if cy.stop <= cy.start or cx.stop <= cx.start:
+                continue
+            mask = np.zeros(self._geom.shape)
+            mask[cy, cx] = fp.mask[fy, fx]
+            inside = mask[csl]
+            if inside.all() or not inside.any():
+                continue
+            expo = np.zeros_like(self._exposure)
+            expo[:, cy, cx] = fp.exposure[:, fy, fx]
+            out.append((mask, expo))
+        return out
+
     # -- evaluation
     def _compute_response(self, lon: float, lat: float) -> np.ndarray:
         sp = self.model.spatial_model
@@ -258,8 +278,11 @@ class SourceEvaluator:
         if sp.is_point and self.point_method == "exact":
             profile = combine_profiles(self._profiles, weights)
             frac = point_response(self._geom, lon, lat, profile, coord_cache=self._coord_cache)
-            x, y = self._geom.coord_to_pix(lon, lat)
-            return frac * interp_exposure(self._exposure, float(x), float(y))[:, None, None]
+            x, y = (float(v) for v in self._geom.coord_to_pix(lon, lat))
+            response = frac * interp_exposure(self._exposure, x, y)[:, None, None]
+            for mask, expo in self._footprints:  # C_i(r)·E_i(src) − (C_i E_i)(src), times the PSF
+                response += frac * (mask * interp_exposure(expo, x, y)[:, None, None] - interp_exposure(mask * expo, x, y)[:, None, None])
+            return np.clip(response, 0, None)
         if sp.is_point:
             x, y = self._geom.coord_to_pix(lon, lat)
             frac = cloud_in_cell(self._geom.shape, float(x), float(y))
@@ -272,7 +295,11 @@ class SourceEvaluator:
             if self._renormalize and not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):
                 total = frac.sum()
                 frac = frac / total if total > 0 else frac
-        return np.clip(self._kernel_fft.convolve(self._exposure * frac, weights), 0, None)
+        response = self._kernel_fft.convolve(self._exposure * frac, weights)
+        for mask, expo in self._footprints:
+            flux = expo * frac
+            response += mask * self._kernel_fft.convolve(flux, weights) - self._kernel_fft.convolve(mask * flux, weights)
+        return np.clip(response, 0, None)
 
     def evaluate(self) -> tuple[tuple[slice, slice], np.ndarray]:
         """Predicted counts of the source: (parent slices, cutout data (n_reco, ny, nx))."""

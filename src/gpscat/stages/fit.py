@@ -21,6 +21,7 @@ A failed fit never stops the run: the sources are written with ``Fit_Status = fa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -28,11 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from gpscat.config import Config, quantity
+from gpscat.core.dataset import MapDataset
 from gpscat.core.flux_points import flux_points
-from gpscat.core.geom import angular_separation
+from gpscat.core.footprints import attach_footprints
+from gpscat.core.geom import angular_separation, to_frame
 from gpscat.core.groupfit import (
     GroupFit,
     GroupFitOptions,
@@ -194,17 +198,45 @@ def _check_tile(cfg: Config, tile: str, center: tuple[float, float], radius: flo
             )
 
 
+def with_footprints(datasets: Sequence[MapDataset], observations: Sequence[str | os.PathLike], center: tuple[float, float],
+                    radius: float) -> list[MapDataset]:
+    """``datasets`` with the footprints of the observations (files named ``<dataset>_<obs_id>``
+    by the reduce stage) whose safe-mask edge — a circle of ``offset_max`` around the pointing,
+    read from the file header — passes within ``radius`` deg of ``center`` (galactic); the
+    others' masks are constant over the region and need no correction."""
+    by_name: dict[str, list[MapDataset]] = {d.name: [] for d in datasets}
+    for path in observations:
+        header = fits.getheader(path)
+        meta = json.loads(header.get("GPSMETA", "{}"))
+        name, obs_id = str(header.get("NAME", "")), meta.get("obs_id")
+        dataset = name[: -len(f"_{obs_id}")] if name.endswith(f"_{obs_id}") else None
+        if dataset not in by_name or meta.get("skipped") or meta.get("pointing") is None:
+            continue
+        lon, lat, frame = meta["pointing"]
+        plon, plat = to_frame(float(lon), float(lat), str(frame), "galactic")
+        distance = float(angular_separation(plon, plat, center[0], center[1]))
+        offset_max = meta.get("offset_max")
+        if offset_max is not None and abs(distance - float(offset_max)) > np.sqrt(2.0) * radius:  # the cutout is a square
+            continue
+        by_name[dataset].append(read_dataset(path))
+    return [attach_footprints(d, by_name[d.name]) for d in datasets]
+
+
 def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, models: str | os.PathLike,
         neighbours: Sequence[str | os.PathLike], datasets: Sequence[str | os.PathLike], output: str | os.PathLike,
         output_models: str | os.PathLike, previous: str | os.PathLike | None = None,
-        previous_neighbours: Sequence[str | os.PathLike] = (), tile: str | None = None) -> Table:
+        previous_neighbours: Sequence[str | os.PathLike] = (), tile: str | None = None,
+        observations: Sequence[str | os.PathLike] = ()) -> Table:
     """Fit group ``group_id`` in pass ``pass_`` and write ``output`` / ``output_models``.
 
     ``models`` is the group's start YAML (pass 1) or its pass p−1 YAML; ``previous`` its
     pass p−1 FITS (pass ≥ 2); ``neighbours`` / ``previous_neighbours`` the other groups'
     YAML files of pass p−1 and p−2 (or the start models).  With ``tile`` (survey tiles),
     ``datasets`` are that tile's, and a region of interest that leaves the tile's full
-    region is an error naming ``tiles.margin``.  Returns the SOURCES table.
+    region is an error naming ``tiles.margin``.  ``observations`` are the per-observation
+    dataset files: with ``fit.footprints`` those whose safe-mask edge crosses the region of
+    interest give the ROI datasets their footprints (:mod:`gpscat.core.footprints`).
+    Returns the SOURCES table.
     """
     t0 = time.perf_counter()
     f = cfg["fit"]
@@ -234,6 +266,8 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
     header["SETTLED"] = False
     full = [read_dataset(p) for p in datasets]
     rois = [r for r in (roi_dataset(d, center, float(row["ROI_Radius"]), pad=_CUTOUT_PAD) for d in full) if r is not None]
+    if f["footprints"] and observations:
+        rois = with_footprints(rois, observations, center, float(row["ROI_Radius"]) + _CUTOUT_PAD)
     if f["neighbours"] == "background" and nb:
         rois, nb = merge_into_background(rois, nb), []
     options = group_options(cfg)
