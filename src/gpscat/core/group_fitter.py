@@ -85,14 +85,22 @@ class GroupFitter:
     """Fits of the members + frozen neighbours + one background model per dataset, with
     chosen free parameters (:meth:`run`); the neighbours are frozen on construction."""
 
-    def __init__(self, datasets, neighbours, options: GroupFitOptions):
+    def __init__(self, datasets, neighbours, options: GroupFitOptions, *, final_datasets=None):
         self.datasets = list(datasets)
+        self.final_datasets = list(final_datasets) if final_datasets is not None else None
         self.neighbours = list(neighbours)
         for m in self.neighbours:
             m.freeze()
         self.backgrounds = [FoVBackgroundModel(d.name) for d in self.datasets]
         self.options = options
         self.n_fits = 0
+
+    def finalise(self) -> None:
+        """Use the final datasets (e.g. with observation footprints) from now on: the final
+        fit, TS, covariances and flux points; the search and the model selection before ran
+        on the cheaper ones."""
+        if self.final_datasets is not None:
+            self.datasets = self.final_datasets
 
     def models(self, members) -> Models:
         return Models([*members, *self.neighbours, *self.backgrounds])

@@ -196,7 +196,7 @@ def _rejection_reason(model: SkyModel, ts: float, threshold: float) -> str:
 
 def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | None = None, center=(0.0, 0.0),
               search_radius: float = 0.0, name_prefix: str = "G", first_pass: bool = True,
-              seeded_shells=()) -> GroupFit:
+              seeded_shells=(), final_datasets=None) -> GroupFit:
     """Fit one group (see the module docstring).
 
     Parameters
@@ -216,12 +216,16 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
         Residual search and model selection run only in the first pass.
     seeded_shells : iterable of str
         Members seeded as shells (a shell shape is always tried for them).
+    final_datasets : list of MapDataset, optional
+        The same regions with observation footprints (:mod:`gpscat.core.footprints`): the
+        final fit, the TS and the covariances use them; the first fits, the residual search
+        and the model selection, which only compare candidates, use ``datasets``.
     """
     o = options or GroupFitOptions()
     datasets = list(datasets)
     if not datasets:
         raise ValueError("fit_group needs at least one dataset (the group's region has no safe bin?)")
-    fitter = GroupFitter(datasets, neighbours, o)
+    fitter = GroupFitter(datasets, neighbours, o, final_datasets=final_datasets)
     members = list(members)
     out = GroupFit(Models([*members, *fitter.backgrounds]), [m.name for m in members], "ok", fitter.neighbours)
     start_stat = fitter.stat(members)
@@ -245,6 +249,7 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
                 members = select_spatial(fitter, members, m.name, brightest=rank == 0, ts_quick=quick[m.name],
                                           seeded_shell=m.name in set(seeded_shells), sel=sel)
                 members = select_spectral(fitter, members, m.name, sel=sel)
+    fitter.finalise()
     for _ in range(_MAX_TS_ROUNDS):
         result = fitter.run(members, free=all_ids(members), covariance=True, fast=False)
         out.result = result

@@ -236,6 +236,9 @@ class SourceEvaluator:
         expo[(...,) + csl] = ds.exposure.data[(...,) + psl]
         self._exposure = expo
         self._footprints = self._footprint_terms(csl)
+        # the stacked exposure without the crossing observations' masked parts: the exact
+        # response is PSF ⊛ (rest · f) + Σ_i C_i · PSF ⊛ (E_i f), 1 + n convolutions
+        self._exposure_rest = expo - sum(mask * e for mask, e in self._footprints) if self._footprints else expo
         sp = self.model.spatial_model
         self._oversample = 1 if sp.is_point else oversampling_factor(sp, geom.binsz)
         self._oversample = max(1, min(self._oversample, int(np.sqrt(_MAX_SAMPLES / expo[0].size))))
@@ -295,10 +298,9 @@ class SourceEvaluator:
             if self._renormalize and not isinstance(sp, TemplateSpatialModel) and sp.evaluation_radius <= self._model_radius(lon, lat):
                 total = frac.sum()
                 frac = frac / total if total > 0 else frac
-        response = self._kernel_fft.convolve(self._exposure * frac, weights)
+        response = self._kernel_fft.convolve(self._exposure_rest * frac, weights)
         for mask, expo in self._footprints:
-            flux = expo * frac
-            response += mask * self._kernel_fft.convolve(flux, weights) - self._kernel_fft.convolve(mask * flux, weights)
+            response += mask * self._kernel_fft.convolve(expo * frac, weights)
         return np.clip(response, 0, None)
 
     def evaluate(self) -> tuple[tuple[slice, slice], np.ndarray]:

@@ -266,10 +266,11 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
     header["SETTLED"] = False
     full = [read_dataset(p) for p in datasets]
     rois = [r for r in (roi_dataset(d, center, float(row["ROI_Radius"]), pad=_CUTOUT_PAD) for d in full) if r is not None]
+    final = None
     if f["footprints"] and observations:
-        rois = with_footprints(rois, observations, center, float(row["ROI_Radius"]) + _CUTOUT_PAD)
+        final = with_footprints(rois, observations, center, float(row["ROI_Radius"]) + _CUTOUT_PAD)
     if f["neighbours"] == "background" and nb:
-        rois, nb = merge_into_background(rois, nb), []
+        rois, final, nb = merge_into_background(rois, nb), (None if final is None else merge_into_background(final, nb)), []
     options = group_options(cfg)
     shells = {str(s["Source_ID"]) for s in seeds if s["Group_ID"] == group_id and str(s["Seed_Type"]).strip() == "shell"}
     log.info("group %d pass %d: %d member(s) %s, %d neighbour source(s), ROI %.2f deg at (%.3f, %.3f) in %s",
@@ -278,7 +279,7 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
     before = {m.name: m for m in start}
     try:
         result = fit_group(rois, members, nb, options=options, center=center, search_radius=float(row["Radius"]),
-                           name_prefix=f"G{group_id}", first_pass=pass_ == 1, seeded_shells=shells)
+                           name_prefix=f"G{group_id}", first_pass=pass_ == 1, seeded_shells=shells, final_datasets=final)
     except Exception as exc:  # a failed group must not stop the run
         log.exception("group %d: fit failed", group_id)
         result = GroupFit(Models(start), [m.name for m in start], f"failed: {type(exc).__name__}: {exc}")
@@ -322,7 +323,7 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
         src_rows.append({**base, **rec})
         if rois and not status.startswith("failed"):
             try:
-                fp = flux_points(rois, all_models, name, fp_edges, ul_sigma=float(f["flux_points"]["ul_sigma"]),
+                fp = flux_points(final if final is not None else rois, all_models, name, fp_edges, ul_sigma=float(f["flux_points"]["ul_sigma"]),
                                  min_ts=float(f["flux_points"]["min_ts"]))
                 fp_rows += [{"Source_ID": name, **{k: v[i] for k, v in fp.items()}} for i in range(len(fp["e_ref"]))]
             except Exception as exc:
