@@ -18,6 +18,7 @@ The PSF classes live in :mod:`gpscat.core.irf_psf` and are re-exported here.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -219,14 +220,15 @@ class EnergyDispersion2D:
         return out
 
 
-class _BackgroundIRF:
+class _BackgroundIRF(ABC):
     """Shared evaluation of background rate tables (energy axis first, then spatial axes)."""
 
     energy: MapAxis
     data: np.ndarray
 
+    @abstractmethod
     def _spatial(self) -> tuple[MapAxis, ...]:
-        raise NotImplementedError
+        """The spatial axes of the table, in data order."""
 
     def evaluate(self, energy, *spatial) -> np.ndarray:
         """Rate (s⁻¹ TeV⁻¹ sr⁻¹) at reco energy (TeV) and spatial coordinates (deg), broadcast."""

@@ -15,6 +15,7 @@ parameters are interpolated linearly in (log E, offset), as gammapy does.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -28,15 +29,20 @@ __all__ = ["PSF3Gauss", "PSFTable"]
 _DEG2RAD = np.pi / 180.0
 
 
-class _PSFBase:
-    def containment(self, rad, energy_true, offset) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+class _PSFBase(ABC):
+    """Interface of the PSF IRFs; ``_rad_scale`` is needed only by the generic
+    :meth:`containment_radius` (``PSFTable`` overrides that)."""
 
-    def _rad_scale(self, energy_true, offset) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def containment(self, rad, energy_true, offset) -> np.ndarray:
+        """Fraction of the PSF within ``rad`` (deg)."""
 
-    def evaluate(self, rad, energy_true, offset) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _rad_scale(self, energy_true, offset) -> np.ndarray:
+        raise TypeError(f"{type(self).__name__} defines no radius scale for the generic containment_radius")
+
+    @abstractmethod
+    def evaluate(self, rad, energy_true, offset) -> np.ndarray:
+        """dP/dΩ (sr⁻¹) at ``rad`` (deg)."""
 
     def evaluate_grid(self, rad, energy_true, offset) -> np.ndarray:
         """dP/dΩ (sr⁻¹) for 1D ``energy_true`` × 1D ``rad`` × ``offset`` (any shape).

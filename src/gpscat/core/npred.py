@@ -238,7 +238,7 @@ class SourceEvaluator:
         self._footprints = self._footprint_terms(csl)
         # the stacked exposure without the crossing observations' masked parts: the exact
         # response is PSF ⊛ (rest · f) + Σ_i C_i · PSF ⊛ (E_i f), 1 + n convolutions
-        self._exposure_rest = expo - sum(mask * e for mask, e in self._footprints) if self._footprints else expo
+        self._exposure_rest = expo - sum(masked for _, _, masked in self._footprints) if self._footprints else expo
         sp = self.model.spatial_model
         self._oversample = 1 if sp.is_point else oversampling_factor(sp, geom.binsz)
         self._oversample = max(1, min(self._oversample, int(np.sqrt(_MAX_SAMPLES / expo[0].size))))
@@ -256,8 +256,8 @@ class SourceEvaluator:
             self._kernel_fft = _KernelStack(kernels, self._geom.shape, support=support)
         log.debug("model %s: cutout %s px around (%.4f, %.4f)", self.model.name, self._geom.npix, lon, lat)
 
-    def _footprint_terms(self, csl) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(mask image, exposure) on the cutout of each observation footprint whose mask
+    def _footprint_terms(self, csl) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(mask image, exposure, masked exposure) on the cutout of each observation footprint whose mask
         boundary crosses the part of the cutout inside the map (:mod:`gpscat.core.footprints`)."""
         out = []
         for fp in self.dataset.footprints:
@@ -271,7 +271,7 @@ class SourceEvaluator:
                 continue
             expo = np.zeros_like(self._exposure)
             expo[:, cy, cx] = fp.exposure[:, fy, fx]
-            out.append((mask, expo))
+            out.append((mask, expo, mask * expo))
         return out
 
     # -- evaluation
@@ -283,8 +283,8 @@ class SourceEvaluator:
             frac = point_response(self._geom, lon, lat, profile, coord_cache=self._coord_cache)
             x, y = (float(v) for v in self._geom.coord_to_pix(lon, lat))
             response = frac * interp_exposure(self._exposure, x, y)[:, None, None]
-            for mask, expo in self._footprints:  # C_i(r)·E_i(src) − (C_i E_i)(src), times the PSF
-                response += frac * (mask * interp_exposure(expo, x, y)[:, None, None] - interp_exposure(mask * expo, x, y)[:, None, None])
+            for mask, expo, masked in self._footprints:  # C_i(r)·E_i(src) − (C_i E_i)(src), times the PSF
+                response += frac * (mask * interp_exposure(expo, x, y)[:, None, None] - interp_exposure(masked, x, y)[:, None, None])
             return np.clip(response, 0, None)
         if sp.is_point:
             x, y = self._geom.coord_to_pix(lon, lat)
@@ -299,7 +299,7 @@ class SourceEvaluator:
                 total = frac.sum()
                 frac = frac / total if total > 0 else frac
         response = self._kernel_fft.convolve(self._exposure_rest * frac, weights)
-        for mask, expo in self._footprints:
+        for mask, expo, _ in self._footprints:
             response += mask * self._kernel_fft.convolve(expo * frac, weights)
         return np.clip(response, 0, None)
 

@@ -81,9 +81,7 @@ class LazyGrids(Sequence):
     def __len__(self) -> int:
         return len(self._models)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
+    def __getitem__(self, i: int) -> SourceGrid:
         i = range(len(self))[i]
         if i not in self._grids:
             self._grids[i] = source_grid(self._models[i].spatial_model)
