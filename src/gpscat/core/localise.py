@@ -9,11 +9,12 @@ PSF-broadened Gaussian to the uncorrelated counts uses every event with its prop
 For each seed the fit is joint over every dataset whose image covers it: counts ``n``
 in a cutout of half-width ``3 σ + 0.1°`` (``σ² = σ_psf² + s²``) are modelled as
 
-    μ = β_k b + A_k Ω G(x − x₀, y − y₀; σ_psf,k² + s²)
+    μ = β_k b + m + A_k Ω G(x − x₀, y − y₀; σ_psf,k² + s²)
 
 with ``G`` a normalised 2D Gaussian, ``Ω`` the pixel solid angle and free position
 (x₀, y₀), size ``s ≥ 0`` (shared), and amplitude ``A_k`` and background norm ``β_k``
-per dataset (the norm absorbs a local pedestal of diffuse emission).  The statistic is
+per dataset (the norm absorbs a local pedestal of diffuse emission); ``m`` are known
+sources' counts (the detected shells, for the residual search), added unscaled.  The statistic is
 Cash's.  Pixels nearer to another seed than to this one are left out, and the spill of a
 neighbouring peak seed into the cutout is modelled by a Gaussian of its size at its
 position with a free amplitude, so a bright neighbour does not pull the fit.
@@ -29,7 +30,7 @@ from iminuit import Minuit
 
 from gpscat.core.geom import WcsGeom, angular_separation, to_frame
 
-__all__ = ["CountsImage", "localise"]
+__all__ = ["CountsImage", "SourceFits", "localise"]
 
 _DEG2_PER_SR = (180.0 / np.pi) ** 2
 
@@ -42,12 +43,13 @@ class CountsImage:
     counts: np.ndarray
     background: np.ndarray
     psf_sigma: float  # deg
+    model: np.ndarray | None = None  # known sources' counts: added as they are, not scaled
 
     def __post_init__(self):
         shape = self.geom.shape
-        for name in ("counts", "background"):
+        for name in ("counts", "background", "model"):
             a = getattr(self, name)
-            if np.shape(a) != tuple(shape):
+            if a is not None and np.shape(a) != tuple(shape):
                 raise ValueError(f"CountsImage {name} has shape {np.shape(a)}, expected the geometry's {tuple(shape)}")
         if not (np.isfinite(self.psf_sigma) and self.psf_sigma > 0):
             raise ValueError(f"CountsImage psf_sigma must be > 0 deg, got {self.psf_sigma}")
@@ -57,6 +59,7 @@ class CountsImage:
 class _Cutout:
     counts: np.ndarray  # 1D over usable pixels
     background: np.ndarray
+    model: np.ndarray  # known sources (0 for none)
     omega: np.ndarray  # deg²
     dx: np.ndarray  # deg, tangent-plane offsets from the start position
     dy: np.ndarray
@@ -97,11 +100,15 @@ def _cutout(img: CountsImage, lon: float, lat: float, half: float, frame: str, o
         if np.isfinite(osize) and angular_separation(olon, olat, lon, lat) < half + 2 * np.hypot(img.psf_sigma, osize)
     ]
     templates = np.array(templates) if templates else np.zeros((0, dx.size))
-    return _Cutout(c[ok], b[ok], omega, dx, dy, img.psf_sigma, templates)
+    known = np.zeros(int(ok.sum())) if img.model is None else np.nan_to_num(img.model[ys, xs][ok])
+    return _Cutout(c[ok], b[ok], known, omega, dx, dy, img.psf_sigma, templates)
 
 
-def _fit_one(cuts: list[_Cutout], size0: float, max_shift: float) -> tuple[float, float, float] | None:
-    """(x₀, y₀, s) deg of the joint Cash fit, or ``None`` when it fails."""
+def _fit_one(cuts: list[_Cutout], size0: float, max_shift: float) -> tuple[float, float, float, float] | None:
+    """(x₀, y₀, s) deg of the joint Cash fit and its TS, or ``None`` when it fails.
+
+    TS is twice the log-likelihood ratio against no source (the amplitudes 0, the
+    background norms and neighbours refitted)."""
     # parameters: x0, y0, s, then per dataset: background norm, amplitude, neighbour amplitudes
     first = np.cumsum([3] + [2 + c.templates.shape[0] for c in cuts])
 
@@ -110,7 +117,7 @@ def _fit_one(cuts: list[_Cutout], size0: float, max_shift: float) -> tuple[float
         total = 0.0
         for k, c in enumerate(cuts):
             j = first[k]
-            mu = p[j] * c.background + p[j + 1] * _gauss(c.dx - x0, c.dy - y0, c.psf_sigma**2 + s * s, c.omega)
+            mu = p[j] * c.background + c.model + p[j + 1] * _gauss(c.dx - x0, c.dy - y0, c.psf_sigma**2 + s * s, c.omega)
             if c.templates.shape[0]:
                 mu = mu + p[j + 2 : first[k + 1]] @ c.templates
             mu = np.maximum(mu, 1e-30)
@@ -142,7 +149,26 @@ def _fit_one(cuts: list[_Cutout], size0: float, max_shift: float) -> tuple[float
     amplitude = sum(float(m.values[first[k] + 1]) for k in range(len(cuts)))
     if not amplitude > 0 or np.hypot(x0, y0) > max_shift:
         return None
-    return x0, y0, s
+    best = float(m.fval)
+    for i in range(3):
+        m.fixed[i] = True
+    for k in range(len(cuts)):
+        m.values[first[k] + 1] = 0.0
+        m.fixed[first[k] + 1] = True
+    m.migrad()
+    return x0, y0, s, max(float(m.fval) - best, 0.0)
+
+
+@dataclass(frozen=True)
+class SourceFits:
+    """Per seed: position (deg), intrinsic Gaussian sigma (deg), TS against no source, and
+    whether the fit was used (position, size and TS NaN or unchanged where not)."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    size: np.ndarray
+    ts: np.ndarray
+    done: np.ndarray
 
 
 def localise(
@@ -154,7 +180,7 @@ def localise(
     max_shift: np.ndarray,
     frame: str,
     fit: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> SourceFits:
     """Joint likelihood positions of the seeds selected by ``fit``.
 
     Parameters
@@ -176,10 +202,9 @@ def localise(
 
     Returns
     -------
-    lon, lat : numpy.ndarray
-        New positions (unchanged where not fitted or where the fit failed).
-    done : numpy.ndarray of bool
-        Seeds whose position comes from the fit.
+    SourceFits
+        New positions (unchanged where not fitted or where the fit failed), fitted sizes
+        and TS (NaN there), and ``done``: the seeds whose position comes from the fit.
     """
     lon = np.array(lon, dtype=float, copy=True)
     lat = np.array(lat, dtype=float, copy=True)
@@ -190,6 +215,7 @@ def localise(
     if lat.size != n or fit.size != n:
         raise ValueError(f"localise: lon ({n}), lat ({lat.size}) and fit ({fit.size}) differ in length")
     done = np.zeros(n, dtype=bool)
+    fitted_size, ts = np.full(n, np.nan), np.full(n, np.nan)
     start_lon, start_lat = lon.copy(), lat.copy()
     for i in np.nonzero(fit)[0]:  # a few hundred seeds, each a small cutout
         s0 = float(size[i]) if np.isfinite(size[i]) and size[i] > 0 else 0.0
@@ -206,8 +232,8 @@ def localise(
         res = _fit_one(cuts, s0, float(max_shift[i]))
         if res is None:
             continue
-        x0, y0, _ = res
+        x0, y0, fitted_size[i], ts[i] = res
         lat[i] = start_lat[i] + y0
         lon[i] = (start_lon[i] + x0 / np.cos(np.radians(start_lat[i]))) % 360.0
         done[i] = True
-    return lon, lat, done
+    return SourceFits(lon, lat, fitted_size, ts, done)

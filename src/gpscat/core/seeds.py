@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from astropy.table import Table
@@ -22,6 +22,7 @@ from gpscat.core.geom import Map, WcsGeom, angular_separation, to_frame
 from gpscat.core.index_map import BandMaps, fit_power_law
 from gpscat.core.localise import CountsImage, localise
 from gpscat.core.moments import seed_moments, untruncated_sigma, windowed_centroid
+from gpscat.core.shell_residuals import subtract_shells
 from gpscat.core.shells import absorb_fragments, find_shells, merge_rings, ring_strength
 from gpscat.io.seeds import empty_seed_table
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: optimal top-hat radius / Gaussian sigma for a source on a flat background
 _TOPHAT_PER_SIGMA = 1.585
+#: residual search: candidates within a shell's outer radius plus this (deg)
+_SHELL_REACH = 0.3
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class DetectParams:
     min_contrast: float = 1.0
     min_coverage: float = 0.75
     faint_shells: bool = True
+    shell_residuals: bool = True
+    residual_threshold: float = 4.0
     min_rim_sqrt_ts: float = 6.0
     sector_level: float = 2.0
     min_sector_coverage: float = 0.9
@@ -95,6 +100,8 @@ class SignificanceMaps:
     exposure: np.ndarray | None = None
     counts_image: np.ndarray | None = None  # not correlated
     background_image: np.ndarray | None = None
+    kernel_sampling: str = "fraction"  # of the top-hat (significance.kernel_sampling)
+    model_image: np.ndarray | None = None  # known sources' counts in the correlated background, not in background_image
 
     @property
     def mask(self) -> np.ndarray:
@@ -164,31 +171,14 @@ def detect_seeds(
     cell = {(m.dataset, round(m.radius, 6)): (names.index(m.dataset), radii.index(round(m.radius, 6))) for m in maps}
 
     # 1. peaks of every map, in sky coordinates
-    plon, plat, pval, prad, pmap = [], [], [], [], []
-    for k, m in enumerate(maps):
-        sep = max(params.min_separation, m.radius) / m.geom.binsz
-        p = find_peaks(m.sqrt_ts, params.threshold, min_separation=max(sep, 1.0), min_prominence=params.min_prominence, mask=m.mask)
-        lon, lat = m.geom.pix_to_coord(p.x, p.y)
-        lon, lat = to_frame(lon, lat, m.geom.frame, frame)
-        plon.append(lon), plat.append(lat), pval.append(p.value)
-        prad.append(np.full(len(p), m.radius)), pmap.append(np.full(len(p), k))
-        log.info("dataset %s, r = %.2f deg: %d peaks above %.1f sigma", m.dataset, m.radius, len(p), params.threshold)
-    plon, plat, pval, prad, pmap = (np.concatenate(a) for a in (plon, plat, pval, prad, pmap))
+    plon, plat, pval, prad, pmap = _map_peaks(maps, params, frame)
     seed, anchor = merge_peaks(plon, plat, pval, prad, link_distance=params.merge_distance)
     seed, anchor = merge_unresolved(seed, anchor, plon, plat, pval, prad, pmap)
-    ns = anchor.size
     lon, lat = _seed_positions(plon, plat, pval, prad, seed, anchor, params.merge_distance)
 
     # 2. significance of every seed in every map
-    grid = np.full((ns, len(names), len(radii)), np.nan)
-    for k, m in enumerate(maps):
-        d, r = cell[(m.dataset, round(m.radius, 6))]
-        grid[:, d, r] = np.fmax(grid[:, d, r], _sample(m.geom, m.sqrt_ts, lon, lat, frame))
-        own = pmap == k
-        best = np.full(ns, -np.inf)
-        np.maximum.at(best, seed[own], pval[own])
-        grid[:, d, r] = np.where(np.isfinite(best), np.fmax(grid[:, d, r], best), grid[:, d, r])
-    n_peaks = np.bincount(seed, minlength=ns)
+    grid = _seed_grid(maps, cell, (len(names), len(radii)), lon, lat, frame, seed, pval, pmap)
+    n_peaks = np.bincount(seed, minlength=anchor.size)
 
     # 3. shells, merged over datasets, absorbing the peak fragments on their rims
     shells = _find_shells(maps, params, psf, frame) if params.hough else []
@@ -201,6 +191,16 @@ def detect_seeds(
     )
     owner[_outshine_rim(owner, grid, shells)] = -1
     keep = owner < 0
+
+    # 3b. the search again, with the shells modelled: sources on their flanks
+    rmaps = None
+    residual = np.zeros(lon.size, dtype=bool)
+    if params.shell_residuals and shells:
+        rmaps, rlon, rlat, rgrid, rnp, rts = _shell_residual_search(
+            maps, shells, params, psf, frame, cell, (len(names), len(radii)), lon[keep], lat[keep], best_r[keep])
+        lon, lat, grid = np.concatenate([lon, rlon]), np.concatenate([lat, rlat]), np.concatenate([grid, rgrid])
+        n_peaks, owner = np.concatenate([n_peaks, rnp]), np.concatenate([owner, np.full(rlon.size, -1)])
+        keep, residual = np.concatenate([keep, np.ones(rlon.size, bool)]), np.concatenate([residual, np.ones(rlon.size, bool)])
     sh_grid = np.full((len(shells), len(names), len(radii)), np.nan)
     for j, s in enumerate(shells):
         mine = owner == j
@@ -223,21 +223,31 @@ def detect_seeds(
     t["Dataset_Best"][:] = [names[i] for i in d_best]
     t["Radius_Best"][:] = np.asarray(radii)[r_best]
     t["N_Peaks"][:] = np.concatenate([n_peaks[keep], [s["n_peaks"] for s in shells]]).astype(int)
+    res = residual[keep]
+    t["Search"][:] = "maps"
+    t["Search"][:npk][res] = "residual"
+    if res.any():  # the joint fit's significance, where the maps are below it
+        t["Sqrt_TS"][:npk][res] = np.fmax(np.asarray(t["Sqrt_TS"][:npk][res]), rts)
 
     # 4. sizes: moments for peaks, fitted radii for shells; extended seeds move to their
     # windowed centroid
-    _peak_sizes(t, maps, params, psf, all_lon, all_lat, frame, npk)
+    # (seeds of the residual search: measured on the maps with the shells modelled)
+    passes = [(maps, ~res)] + ([(rmaps, res)] if res.any() else [])
     t["Position"][:npk] = "peak"
     t["Position"][npk:] = "shell"
-    moved = _extended_positions(t, maps, psf, all_lon, all_lat, frame, npk)
+    for mp, rows in passes:
+        _peak_sizes(t, mp, params, psf, all_lon, all_lat, frame, npk, only=rows)
+    t["Position"][:npk][res] = "likelihood"  # the joint fit that accepted them
+    moved = _extended_positions(t, maps, psf, all_lon, all_lat, frame, npk, only=~res)
     t["Position"][:npk][moved] = "centroid"
     if params.localise:
-        fitted = _compact_positions(t, maps, psf, all_lon, all_lat, frame, npk)
+        fitted = _compact_positions(t, maps, psf, all_lon, all_lat, frame, npk, only=~res)
         t["Position"][:npk][fitted] = "likelihood"
 
-    by_cell = {cell[(m.dataset, round(m.radius, 6))]: m for m in maps}
+    cells = {cell[(m.dataset, round(m.radius, 6))]: m for m in maps}
+    rcells = {cell[(m.dataset, round(m.radius, 6))]: m for m in rmaps} if res.any() else cells
     for i in range(len(t)):  # a few hundred seeds: excess and flux of each in its best map
-        m = by_cell.get((d_best[i], r_best[i]))
+        m = (rcells if i < npk and res[i] else cells).get((d_best[i], r_best[i]))
         if m is not None:
             t["Excess"][i] = _sample(m.geom, m.excess, all_lon[i], all_lat[i], frame)[0]
             t["Flux"][i] = _sample(m.geom, m.flux, all_lon[i], all_lat[i], frame)[0]
@@ -252,6 +262,12 @@ def detect_seeds(
 
     # 5. spectra
     _spectral_columns(t, maps, bands, params, energy_ranges or {}, all_lon, all_lat, frame)
+    if res.any():
+        idx = np.nonzero(res)[0]
+        sub = t[idx]
+        _spectral_columns(sub, rmaps, bands, params, energy_ranges or {}, all_lon[idx], all_lat[idx], frame)
+        for col in ("Index", "Index_Err", "Index_Datasets", "Index_Datasets_Err", "Hardness"):
+            t[col][idx] = sub[col]
 
     # 6. order, ids, coordinates, nesting
     order = np.argsort(-np.asarray(t["Sqrt_TS"]), kind="stable")
@@ -263,12 +279,116 @@ def detect_seeds(
     parent, flag = nesting(all_lon, all_lat, np.asarray(t["Extent"]))
     t["Parent_ID"][:] = np.where(parent >= 0, parent + 1, 0)
     t["Nest_Flag"][:] = flag
-    t.meta.update({"THRESH": params.threshold, "FRAME": frame, "NSEEDS": len(t), "NSHELLS": len(shells)})
+    t.meta.update({"THRESH": params.threshold, "FRAME": frame, "NSEEDS": len(t), "NSHELLS": len(shells), "NRESID": int(res.sum())})
     if len(t) == 0:
         log.info("no seed above %.1f sigma in %d map(s)", params.threshold, len(maps))
     else:
         log.info("%d seeds (%d shells) from %d peaks in %d map(s)", len(t), len(shells), plon.size, len(maps))
     return t
+
+
+def _map_peaks(maps, params: DetectParams, frame: str):
+    """Peaks of every map in sky coordinates: lon, lat, value, map radius, map index."""
+    plon, plat, pval, prad, pmap = [], [], [], [], []
+    for k, m in enumerate(maps):
+        sep = max(params.min_separation, m.radius) / m.geom.binsz
+        p = find_peaks(m.sqrt_ts, params.threshold, min_separation=max(sep, 1.0), min_prominence=params.min_prominence, mask=m.mask)
+        lon, lat = m.geom.pix_to_coord(p.x, p.y)
+        lon, lat = to_frame(lon, lat, m.geom.frame, frame)
+        plon.append(lon), plat.append(lat), pval.append(p.value)
+        prad.append(np.full(len(p), m.radius)), pmap.append(np.full(len(p), k))
+        log.info("dataset %s, r = %.2f deg: %d peaks above %.1f sigma", m.dataset, m.radius, len(p), params.threshold)
+    return tuple(np.concatenate(a) for a in (plon, plat, pval, prad, pmap))
+
+
+def _seed_grid(maps, cell, shape, lon, lat, frame, seed, pval, pmap) -> np.ndarray:
+    """(n_seeds, n_datasets, n_radii) significance: the map at the seed, or its own peak there."""
+    ns = lon.size
+    grid = np.full((ns, *shape), np.nan)
+    for k, m in enumerate(maps):
+        d, r = cell[(m.dataset, round(m.radius, 6))]
+        grid[:, d, r] = np.fmax(grid[:, d, r], _sample(m.geom, m.sqrt_ts, lon, lat, frame))
+        own = pmap == k
+        best = np.full(ns, -np.inf)
+        np.maximum.at(best, seed[own], pval[own])
+        grid[:, d, r] = np.where(np.isfinite(best), np.fmax(grid[:, d, r], best), grid[:, d, r])
+    return grid
+
+
+def _shell_residual_search(maps, shells, params: DetectParams, psf, frame, cell, shape, klon, klat, krad):
+    """New seeds of the maps with the shells modelled (:mod:`gpscat.core.shell_residuals`).
+
+    1. The shells are fitted with the kept seeds' disks (``max(merge_distance, r_best)``)
+       left out, and the maps recomputed with them in the background.
+    2. Candidates are the peaks of those maps above ``residual_threshold`` within 0.3° of
+       a shell's outer edge (elsewhere the maps did not change and were searched) and
+       farther than that from every kept seed.
+    3. The shells are fitted again with the candidates' disks also left out (a source on
+       the flank would otherwise pull the rim towards it and lose part of its excess to
+       it), and the maps recomputed.
+    4. Each candidate is fitted jointly over the datasets' counts
+       (:func:`gpscat.core.localise.localise`) and kept when the fit converges with
+       ``sqrt(TS) >= threshold``: a source beside a shell is often below the threshold in
+       each dataset's map but not in all of them together.
+
+    Returns the recomputed maps (``None`` when no shell was modelled) and, for the kept
+    candidates, lon, lat (fitted), significance grid, peak count and joint ``sqrt(TS)``.
+    """
+    none = (np.zeros(0), np.zeros(0), np.zeros((0, *shape)), np.zeros(0, int), np.zeros(0))
+    kr = np.maximum(krad, params.merge_distance)
+    rmaps = subtract_shells(maps, shells, psf, frame, avoid=(klon, klat, kr))
+    if rmaps is None:
+        return (None, *none)
+    low = replace(params, threshold=params.residual_threshold)
+    plon, plat, pval, prad, pmap = _map_peaks(rmaps, low, frame)
+    seed, anchor = merge_peaks(plon, plat, pval, prad, link_distance=params.merge_distance)
+    seed, anchor = merge_unresolved(seed, anchor, plon, plat, pval, prad, pmap)
+    lon, lat = _seed_positions(plon, plat, pval, prad, seed, anchor, params.merge_distance)
+    n_peaks = np.bincount(seed, minlength=anchor.size)
+    # near a shell only (elsewhere the maps are unchanged and were searched), and not at
+    # a kept seed
+    slon, slat = np.array([x["lon"] for x in shells]), np.array([x["lat"] for x in shells])
+    reach = np.array([x["radius"] + x["width"] for x in shells]) + _SHELL_REACH
+    new = np.any(angular_separation(lon[:, None], lat[:, None], slon[None, :], slat[None, :]) < reach[None, :], axis=1)
+    if klon.size and lon.size:
+        d = angular_separation(lon[:, None], lat[:, None], klon[None, :], klat[None, :])
+        new &= ~np.any(d < kr[None, :], axis=1)
+    images = _counts_images(rmaps, psf)
+    if not new.any() or not images:
+        log.info("residual search with the shells modelled: no candidate above %.1f sigma", params.residual_threshold)
+        return (rmaps, *none)
+    grid = _seed_grid(rmaps, cell, shape, lon, lat, frame, seed, pval, pmap)
+    rb = _best_radius(grid, sorted({round(m.radius, 6) for m in rmaps}))[new]
+    lon, lat, n_peaks = lon[new], lat[new], n_peaks[new]
+    psf_min = min(psf.values())
+    size0 = np.sqrt(np.clip((rb / _TOPHAT_PER_SIGMA) ** 2 - psf_min**2, 0.0, None))
+    crad = np.maximum.reduce([rb, np.full(rb.size, params.merge_distance), 2.0 * np.hypot(size0, psf_min)])
+    again = subtract_shells(maps, shells, psf, frame, avoid=(np.concatenate([klon, lon]), np.concatenate([klat, lat]), np.concatenate([kr, crad])))
+    rmaps = again if again is not None else rmaps
+    images = _counts_images(rmaps, psf)
+    nn = lon.size
+    fits = localise(
+        images, np.concatenate([lon, klon]), np.concatenate([lat, klat]), size=np.concatenate([size0, np.full(klon.size, np.nan)]),
+        max_shift=np.concatenate([np.maximum(rb, params.merge_distance), np.zeros(klon.size)]), frame=frame,
+        fit=np.concatenate([np.ones(nn, bool), np.zeros(klon.size, bool)]),
+    )
+    sqrt_ts = np.sqrt(np.nan_to_num(fits.ts[:nn]))
+    ok = fits.done[:nn] & (sqrt_ts >= params.threshold)
+    log.info("residual search with the shells modelled: %d candidate(s) above %.1f sigma, %d with a joint sqrt(TS) >= %.1f",
+             nn, params.residual_threshold, int(ok.sum()), params.threshold)
+    flon, flat = fits.lon[:nn][ok], fits.lat[:nn][ok]
+    nothing = np.zeros(0, int)
+    fgrid = _seed_grid(rmaps, cell, shape, flon, flat, frame, nothing, np.zeros(0), nothing)
+    return rmaps, flon, flat, fgrid, n_peaks[ok], sqrt_ts[ok]
+
+
+def _counts_images(maps, psf) -> dict:
+    """Uncorrelated counts images per dataset (from its smallest-radius file that has them)."""
+    images = {}
+    for m in sorted(maps, key=lambda m: m.radius):
+        if m.counts_image is not None and m.background_image is not None and m.dataset not in images:
+            images[m.dataset] = CountsImage(m.geom, m.counts_image, m.background_image, psf[m.dataset], m.model_image)
+    return list(images.values())
 
 
 def _seed_positions(plon, plat, pval, prad, seed, anchor, link) -> tuple[np.ndarray, np.ndarray]:
@@ -364,18 +484,19 @@ def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
     return sorted((s for s, p in zip(found, parent, strict=True) if p < 0), key=lambda s: -s["peak"])
 
 
-def _peak_sizes(t, maps, params, psf, lon, lat, frame, npk) -> None:
+def _peak_sizes(t, maps, params, psf, lon, lat, frame, npk, only=None) -> None:
     """Size, elongation and angle of the peak seeds (in place).
 
     Measured in the finest map (smallest radius) of each seed's best dataset: second
     moments of the positive excess in the seed's watershed basin above ``size_level``,
     corrected for the truncation at the basin's edge and deconvolved (top-hat and PSF).
+    ``only`` (bool, ``npk``) restricts the moments to some peak seeds.
     """
     if npk == 0:
         return
     rb = np.asarray(t["Radius_Best"][:npk], dtype=float)
     for name in dict.fromkeys(m.dataset for m in maps):
-        mine = np.nonzero(np.asarray(t["Dataset_Best"][:npk]) == name)[0]
+        mine = np.nonzero((np.asarray(t["Dataset_Best"][:npk]) == name) & _rows(only, npk))[0]
         m = min((x for x in maps if x.dataset == name), key=lambda x: x.radius)
         if mine.size == 0 or m.excess is None:
             continue
@@ -412,7 +533,7 @@ def _peak_sizes(t, maps, params, psf, lon, lat, frame, npk) -> None:
     t["Extent"][:npk] = np.maximum(params.extent_factor * np.asarray(t["Size"][:npk]), rb)
 
 
-def _extended_positions(t, maps, psf, lon, lat, frame, npk) -> np.ndarray:
+def _extended_positions(t, maps, psf, lon, lat, frame, npk, only=None) -> np.ndarray:
     """Move extended, unblended peak seeds to their windowed excess centroid (in place).
 
     A seed most significant above its dataset's smallest radius is extended: the peak of
@@ -436,7 +557,7 @@ def _extended_positions(t, maps, psf, lon, lat, frame, npk) -> np.ndarray:
     d[np.arange(npk), np.arange(npk)] = np.inf
     blended = np.any(d < rb[None, :], axis=0)
     for name, m in finest.items():
-        sel = np.nonzero((names == name) & (rb > m.radius + 1e-6) & ~blended)[0]
+        sel = np.nonzero((names == name) & (rb > m.radius + 1e-6) & ~blended & _rows(only, npk))[0]
         if sel.size == 0 or m.excess is None:
             continue
         b = m.geom.binsz
@@ -451,7 +572,7 @@ def _extended_positions(t, maps, psf, lon, lat, frame, npk) -> np.ndarray:
     return moved
 
 
-def _compact_positions(t, maps, psf, lon, lat, frame, npk) -> np.ndarray:
+def _compact_positions(t, maps, psf, lon, lat, frame, npk, only=None) -> np.ndarray:
     """Fit the positions of compact peak seeds to the uncorrelated counts (in place).
 
     A seed most significant at its dataset's smallest correlation radius takes the
@@ -462,27 +583,28 @@ def _compact_positions(t, maps, psf, lon, lat, frame, npk) -> np.ndarray:
     none when the significance files carry no uncorrelated images.
     """
     fitted = np.zeros(npk, dtype=bool)
-    images = {}
-    for m in sorted(maps, key=lambda m: m.radius):
-        if m.counts_image is not None and m.background_image is not None and m.dataset not in images:
-            images[m.dataset] = CountsImage(m.geom, m.counts_image, m.background_image, psf[m.dataset])
+    images = _counts_images(maps, psf)
     if npk == 0 or not images:
         return fitted
     rb = np.asarray(t["Radius_Best"][:npk], dtype=float)
     names = np.asarray(t["Dataset_Best"][:npk])
     finest = {d: min(m.radius for m in maps if m.dataset == d) for d in set(names)}
-    compact = (rb <= np.array([finest[d] for d in names]) + 1e-6) & (t["Position"][:npk] == "peak")
+    compact = (rb <= np.array([finest[d] for d in names]) + 1e-6) & (t["Position"][:npk] == "peak") & _rows(only, npk)
     size = np.nan_to_num(np.asarray(t["Size"], dtype=float))
     size[npk:] = np.nan  # shells: their pixels are masked, not modelled
-    new_lon, new_lat, done = localise(
-        list(images.values()), lon, lat, size=size,
+    fits = localise(
+        images, lon, lat, size=size,
         max_shift=np.concatenate([rb, np.zeros(lon.size - npk)]), frame=frame,
         fit=np.concatenate([compact, np.zeros(lon.size - npk, dtype=bool)]),
     )
-    lon[:npk], lat[:npk] = new_lon[:npk], new_lat[:npk]
-    fitted[:] = done[:npk]
+    lon[:npk], lat[:npk] = fits.lon[:npk], fits.lat[:npk]
+    fitted[:] = fits.done[:npk]
     log.info("%d of %d compact peak seeds localised on the counts", int(fitted.sum()), int(compact.sum()))
     return fitted
+
+
+def _rows(only, npk: int) -> np.ndarray:
+    return np.ones(npk, dtype=bool) if only is None else np.asarray(only, dtype=bool)
 
 
 def _size_bounds(t, maps, rb, psf_best) -> tuple[np.ndarray, np.ndarray]:

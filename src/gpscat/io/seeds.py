@@ -35,6 +35,7 @@ SEED_COLUMNS: dict[str, tuple[str, str, str]] = {
     "RA": ("f8", "deg", "right ascension (ICRS)"),
     "DEC": ("f8", "deg", "declination (ICRS)"),
     "Position": ("U10", "", "how the position was measured: 'peak' (correlated-map maximum), 'centroid' (windowed excess centroid), 'likelihood' (Poisson fit to the counts), 'shell' (ring fit)"),
+    "Search": ("U8", "", "where the seed was found: 'maps' (the significance maps) or 'residual' (the maps with the detected shells modelled; its significances are above the shells)"),
     "Sqrt_TS": ("f8", "", "highest significance over datasets and correlation radii"),
     "Dataset_Best": ("U32", "", "dataset of the highest significance"),
     "Radius_Best": ("f8", "deg", "correlation radius of the highest significance"),

@@ -78,6 +78,8 @@ def params_from_config(cfg: Config) -> DetectParams:
         min_contrast=float(h["min_contrast"]),
         min_coverage=float(h["min_coverage"]),
         faint_shells=bool(h["faint_shells"]),
+        shell_residuals=bool(d["shell_residuals"]),
+        residual_threshold=float(d["residual_threshold"]),
         min_rim_sqrt_ts=float(h["min_rim_sqrt_ts"]),
         sector_level=float(h["sector_level"]),
         min_sector_coverage=float(h["min_sector_coverage"]),
@@ -119,6 +121,7 @@ def read_significance_maps(path: str | os.PathLike) -> tuple[SignificanceMaps, t
         get = {k: (map_from_hdulist(hl, k) if k in names else None) for k in ("SQRT_TS", "EXCESS", "BACKGROUND", "COUNTS", "FLUX", "EXPOSURE", "COUNTS_IMAGE", "BACKGROUND_IMAGE")}
         h0 = hl[0].header
         erange = (float(h0["EMIN"]), float(h0["EMAX"])) if "EMIN" in h0 and "EMAX" in h0 else None
+        sampling = str(h0.get("KSAMPL", "fraction"))
     sig = get["SQRT_TS"]
     if sig.data.ndim != 2:
         raise ValueError(f"{path}: SQRT_TS must be a 2D image, got shape {sig.data.shape}")
@@ -127,7 +130,7 @@ def read_significance_maps(path: str | os.PathLike) -> tuple[SignificanceMaps, t
         return None if get[k] is None else np.asarray(get[k].data, dtype=float)
 
     maps = SignificanceMaps(dataset, radius, sig.geom, np.asarray(sig.data, dtype=float), arr("EXCESS"), arr("BACKGROUND"),
-                            arr("COUNTS"), arr("FLUX"), arr("EXPOSURE"), arr("COUNTS_IMAGE"), arr("BACKGROUND_IMAGE"))
+                            arr("COUNTS"), arr("FLUX"), arr("EXPOSURE"), arr("COUNTS_IMAGE"), arr("BACKGROUND_IMAGE"), sampling)
     return maps, erange
 
 
