@@ -134,3 +134,11 @@ def test_nested_in_shell_drops_only_fragments_of_fitted_shells():
     kept = np.array([True, True, True, False, True])
     assert list(group_stage.nested_in_shell(t, kept)) == [False, True, False, False, False]
     assert list(group_stage.nested_in_shell(t)) == [False, True, False, False, True]
+
+
+def test_residual_seed_inside_a_shell_is_not_a_fragment():
+    """A seed of the residual search (found with the shell modelled) is kept even inside the
+    shell's extent and fainter than it."""
+    t = Table({"ID": [1, 2, 3], "Type": ["shell", "peak", "peak"], "Sqrt_TS": [10.0, 6.0, 6.0],
+               "Nest_Flag": [2, 1, 1], "Parent_ID": [0, 1, 1], "Search": ["maps", "maps", "residual"]})
+    assert list(group_stage.nested_in_shell(t)) == [False, True, False]

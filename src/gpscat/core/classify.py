@@ -180,7 +180,8 @@ def seed_features(table: Table, *, association: bool = False) -> tuple[np.ndarra
     Features: the scalar seed properties (:data:`_SCALAR`); the significance in every
     (dataset, radius) map ``Sig_<dataset>_r<radius>`` and the same divided by ``Sqrt_TS``
     (``Rel_...``: the shape of the significance-vs-radius curve and the spectrum); the
-    index of the best radius; ``Is_Shell`` (Hough seed), ``Nested`` and ``Contains``
+    index of the best radius; ``Is_Shell`` (Hough seed), ``Is_Residual`` (found with the
+    shells modelled), ``Nested`` and ``Contains``
     (``Nest_Flag`` bits); ``log10`` of ``Excess`` and ``Flux``; the separation from the
     nearest brighter seed (deg and in units of its ``Extent``), the significance ratio to
     it and to the parent seed; with ``association``, :data:`ASSOCIATION_FEATURES` (NaN when
@@ -217,6 +218,8 @@ def seed_features(table: Table, *, association: bool = False) -> tuple[np.ndarra
     feats["Radius_Best_Index"] = np.array([int(np.argmin(np.abs(np.asarray(radii) - rb))) if radii and np.isfinite(rb) else np.nan for rb in r_best], dtype=float)
     kind = np.asarray(table["Type"]).astype(str) if "Type" in table.colnames else np.full(n, "peak")
     feats["Is_Shell"] = (np.char.strip(kind) == "shell").astype(float)
+    search = np.asarray(table["Search"]).astype(str) if "Search" in table.colnames else np.full(n, "maps")
+    feats["Is_Residual"] = (np.char.strip(search) == "residual").astype(float)
     nest = np.asarray(table["Nest_Flag"], dtype=int) if "Nest_Flag" in table.colnames else np.zeros(n, int)
     feats["Nested"] = (nest & 1 > 0).astype(float)
     feats["Contains"] = (nest & 2 > 0).astype(float)

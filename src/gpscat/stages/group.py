@@ -93,8 +93,9 @@ def nested_in_shell(table: Table, kept: np.ndarray | None = None) -> np.ndarray:
     fragments of its rim or sources the residual search must find against the shell.
 
     Only shells that are fitted count (``kept``: the seeds selected for fitting; default
-    all), and a seed more significant than its shell is a source of its own (a bright point
-    on a faint shell), not a fragment: neither is dropped.
+    all); a seed more significant than its shell is a source of its own (a bright point
+    on a faint shell), not a fragment, and so is a seed of the detection's residual search
+    (``Search = 'residual'``: found with the shell modelled): neither is dropped.
     """
     if len(table) == 0:
         return np.zeros(0, dtype=bool)
@@ -106,7 +107,8 @@ def nested_in_shell(table: Table, kept: np.ndarray | None = None) -> np.ndarray:
     parent = np.asarray(table["Parent_ID"])
     inside = (np.asarray(table["Nest_Flag"], int) & 1).astype(bool) & np.isin(parent, list(shell_ts))
     parent_ts = np.array([shell_ts.get(int(p), np.inf) for p in parent])
-    return inside & ~(np.asarray(table["Sqrt_TS"], float) > parent_ts)
+    residual = np.char.strip(np.asarray(table["Search"], dtype=str)) == "residual" if "Search" in table.colnames else False
+    return inside & ~(np.asarray(table["Sqrt_TS"], float) > parent_ts) & ~residual
 
 
 def _start_class(table: Table) -> np.ndarray:
