@@ -6,7 +6,9 @@ sources — point-like, Gaussian (0.1–0.3°) and two shells (0.3° and 0.5°) 
 energy bands for the index.  Timed:
 
 * ``gpscat``: :func:`gpscat.core.seeds.detect_seeds` — peaks in the three maps, merging,
-  Hough shells with their profile fits, moments, nesting, per-seed index fits;
+  Hough shells with their profile fits, the shell residual search (shell fits to the
+  uncorrelated counts, maps recomputed), moments, likelihood positions of compact seeds,
+  nesting, per-seed index fits;
 * ``index map``: :func:`gpscat.core.index_map.fit_power_law` over all 100 000 pixels;
 * ``gammapy 2.1 find_peaks`` (if installed) on the same three significance maps — peak
   lists only, no merging, shells or seed properties: a floor for what any detection costs.
@@ -65,7 +67,8 @@ def simulate(rng: np.random.Generator):
     for rc in RADII:
         k = disk_kernel(rc / BINSZ)
         m = cash_maps(counts.sum(0), bkg.sum(0), kernel=k)
-        maps.append(SignificanceMaps("all", rc, geom, m["sqrt_ts"], m["excess"], m["background"], m["counts"]))
+        maps.append(SignificanceMaps("all", rc, geom, m["sqrt_ts"], m["excess"], m["background"], m["counts"],
+                                     counts_image=counts.sum(0), background_image=bkg.sum(0)))
         per = [cash_maps(counts[i], bkg[i], kernel=k) for i in range(3)]
         bands.append(BandMaps("all", rc, geom, np.stack([p["counts"] for p in per]), np.stack([p["background"] for p in per]),
                               exposure, *BANDS))

@@ -58,17 +58,19 @@ class ShellProfile:
     The surface brightness of the shell (inner radius ``R``, outer ``ro = R + w``) is
     ``sqrt(ro² − ρ²) − sqrt(R² − ρ²)`` (clipped at 0); its convolution with a Gaussian
     of ``σ`` is radial, ``g(r) = ∫ f(ρ) ρ/σ² exp(−(r − ρ)²/2σ²) I0e(rρ/σ²) dρ``, computed
-    with a kernel matrix on fine grids of ``ρ`` (0.05 px) and ``r`` (0.1 px) built once
+    with a kernel matrix on grids of ``ρ`` (σ/3, at most 0.1 px) and ``r`` (σ/3, at most
+    0.25 px) out to ``rho_max`` (the largest outer radius used) and 5σ beyond, built once
     per σ; ``f`` is averaged exactly over each ρ cell, so the profile varies smoothly
     with ``R`` and ``w`` (a fit's numerical derivatives need that).  ``σ² = σ_psf² + 1/12`` (the pixel's
     own width).  The profile is normalised by ``2π(ro³ − R³)/3``: it integrates to 1.
     """
 
-    def __init__(self, psf_sigma: float, rho_max: float, r_max: float):
+    def __init__(self, psf_sigma: float, rho_max: float):
         self.sigma = float(np.sqrt(psf_sigma**2 + 1.0 / 12.0))
-        self.drho = 0.05
+        self.drho = min(0.1, self.sigma / 3.0)
         self.rho = (np.arange(int(np.ceil(rho_max / self.drho)) + 1) + 0.5) * self.drho
-        self.r = np.arange(0.0, r_max + 4 * self.sigma + 0.2, 0.1)
+        # the profile is 0 beyond rho_max + 5 σ (np.interp's right=0)
+        self.r = np.arange(0.0, rho_max + 5.0 * self.sigma + 0.5, min(0.25, self.sigma / 3.0))
         s2 = self.sigma**2
         arg = self.r[:, None] * self.rho[None, :] / s2
         self.kernel = (self.rho / s2)[None, :] * np.exp(-((self.r[:, None] - self.rho[None, :]) ** 2) / (2 * s2)) * special.i0e(arg) * self.drho
@@ -94,7 +96,7 @@ def shell_image(shape: tuple[int, int], x0: float, y0: float, r_in: float, width
     """:class:`ShellProfile` on a pixel grid, centred on pixel ``(x0, y0)`` (sums to ~1)."""
     yy, xx = np.indices(shape)
     dist = np.hypot(xx - x0, yy - y0)
-    return ShellProfile(psf_sigma, r_in + width, float(dist.max()))(dist, r_in, width)
+    return ShellProfile(psf_sigma, r_in + width)(dist, r_in, width)
 
 
 def fit_shell(
@@ -126,7 +128,7 @@ def fit_shell(
     ok = usable & window & np.isfinite(counts) & np.isfinite(background) & np.isfinite(weight) & (background > 0)
     n, b, wt = counts[ok], background[ok], weight[ok]
     yy, xx = yy[ok], xx[ok]
-    profile = ShellProfile(psf_sigma, 1.5 * r_in + w_max, float(np.hypot(*counts.shape)))
+    profile = ShellProfile(psf_sigma, 1.5 * r_in + w_max)
 
     def cash(x, y, r, w, amp):
         mu = np.maximum(b + amp * wt * profile(np.hypot(xx - x, yy - y), r, w), 1e-12)
