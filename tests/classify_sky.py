@@ -60,14 +60,14 @@ def check_heldout_floor(report, model, held) -> str:
     at_model, at95, text = heldout_metrics(model, held)
     cv = report["cross_validation"]
     text += f"; cross-validated: accuracy {cv['accuracy']:.3f}, spurious rejected {cv['spurious_rejected']:.3f}"
-    # measured (docs/classify.md) on the workflow's demo classifier (670 training seeds): CV
-    # 0.903 / 0.859; held out 0.881, 0.793 rejected and 0.918 kept at the model's threshold,
-    # 0.690 rejected at 95 % kept.  The figures move by a few points with small changes
-    # upstream, and one of the 29 held-out spurious seeds is 3.4 points: floors a few
-    # points below
-    assert cv["accuracy"] >= 0.88 and cv["spurious_rejected"] >= 0.82, text
+    # measured (docs/classify.md) on the workflow's demo classifier, with the shell residual
+    # search of the detection (dba1cff): CV 0.887 / 0.818; held out (281 seeds, 34 spurious)
+    # 0.875, 0.735 rejected and 0.938 kept at the model's threshold, 0.706 rejected at 95 %
+    # kept.  The figures move by a few points with small changes upstream, and one of the 34
+    # held-out spurious seeds is 2.9 points: floors a few points below
+    assert cv["accuracy"] >= 0.86 and cv["spurious_rejected"] >= 0.78, text
     assert at_model["accuracy"] >= 0.85, text
-    assert at_model["real_kept_above"] >= 0.88 and at_model["spurious_rejected"] >= 0.72, text
+    assert at_model["real_kept_above"] >= 0.88 and at_model["spurious_rejected"] >= 0.70, text
     assert at95["spurious_rejected"] >= 0.62, text
     return text
 
