@@ -30,7 +30,14 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from regions import CircleSkyRegion, PixCoord, SkyRegion
+from regions import (
+    CircleSkyRegion,
+    LinePixelRegion,
+    PixCoord,
+    PointPixelRegion,
+    SkyRegion,
+    TextPixelRegion,
+)
 from skimage.filters import apply_hysteresis_threshold
 
 from gpscat.core.convolve import correlate, disk_kernel
@@ -45,6 +52,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: region shapes without an area: nothing to exclude
+_NO_AREA = (PointPixelRegion, LinePixelRegion, TextPixelRegion)
 
 #: Column pairs tried, in order, for catalog positions: (lon, lat, frame).
 POSITION_COLUMNS = (
@@ -160,11 +170,10 @@ def regions_excluded(geom: WcsGeom, regions: Iterable) -> np.ndarray:
             shape.meta["include"] = 1  # test the shape itself; the sense is applied below
             if isinstance(shape, SkyRegion):
                 shape = shape.to_pixel(geom.wcs)
-            try:
-                inside = np.asarray(shape.contains(pix), dtype=bool)
-            except (AttributeError, NotImplementedError, TypeError, ValueError) as exc:
-                log.warning("skipping region %s: it has no area to exclude (%s)", type(region).__name__, exc)
+            if isinstance(shape, _NO_AREA):
+                log.warning("skipping region %s: it has no area to exclude", type(region).__name__)
                 continue
+            inside = np.asarray(shape.contains(pix), dtype=bool)
         if included:
             include |= inside
         else:
