@@ -172,9 +172,7 @@ def detect_seeds(
 
     # 1. peaks of every map, in sky coordinates
     plon, plat, pval, prad, pmap = _map_peaks(maps, params, frame)
-    seed, anchor = merge_peaks(plon, plat, pval, prad, link_distance=params.merge_distance)
-    seed, anchor = merge_unresolved(seed, anchor, plon, plat, pval, prad, pmap)
-    lon, lat = _seed_positions(plon, plat, pval, prad, seed, anchor, params.merge_distance)
+    seed, anchor, lon, lat = _merge(plon, plat, pval, prad, pmap, params.merge_distance)
 
     # 2. significance of every seed in every map
     grid = _seed_grid(maps, cell, (len(names), len(radii)), lon, lat, frame, seed, pval, pmap)
@@ -301,6 +299,14 @@ def _map_peaks(maps, params: DetectParams, frame: str):
     return tuple(np.concatenate(a) for a in (plon, plat, pval, prad, pmap))
 
 
+def _merge(plon, plat, pval, prad, pmap, link: float):
+    """Peaks → seeds (merging on the sky): each peak's seed, the anchors, the seed positions."""
+    seed, anchor = merge_peaks(plon, plat, pval, prad, link_distance=link)
+    seed, anchor = merge_unresolved(seed, anchor, plon, plat, pval, prad, pmap)
+    lon, lat = _seed_positions(plon, plat, pval, prad, seed, anchor, link)
+    return seed, anchor, lon, lat
+
+
 def _seed_grid(maps, cell, shape, lon, lat, frame, seed, pval, pmap) -> np.ndarray:
     """(n_seeds, n_datasets, n_radii) significance: the map at the seed, or its own peak there."""
     ns = lon.size
@@ -341,9 +347,7 @@ def _shell_residual_search(maps, shells, params: DetectParams, psf, frame, cell,
         return (None, *none)
     low = replace(params, threshold=params.residual_threshold)
     plon, plat, pval, prad, pmap = _map_peaks(rmaps, low, frame)
-    seed, anchor = merge_peaks(plon, plat, pval, prad, link_distance=params.merge_distance)
-    seed, anchor = merge_unresolved(seed, anchor, plon, plat, pval, prad, pmap)
-    lon, lat = _seed_positions(plon, plat, pval, prad, seed, anchor, params.merge_distance)
+    seed, anchor, lon, lat = _merge(plon, plat, pval, prad, pmap, params.merge_distance)
     n_peaks = np.bincount(seed, minlength=anchor.size)
     # near a shell only (elsewhere the maps are unchanged and were searched), and not at
     # a kept seed

@@ -194,22 +194,23 @@ def _shell_models(first, shells, psf_sigma: float, frame: str, avoid, clip: floa
             ok &= ~near.any(axis=1).reshape(ok.shape)
         f = fit_shell(counts[sl], background[sl] + total[sl], weight, ok, x0=x - x0, y0=y - y0, r_in=r_in,
                       width=width, psf_sigma=sigma) if ok.sum() >= 10 else None
-        if f is not None and f.valid:
-            # once more without the pixels the shell leaves in excess (> clip σ in the
-            # finest map): a source beside the rim must not pull the shell towards it
-            model = f.npred * weight * shell_image(weight.shape, f.x, f.y, f.r_in, f.width, sigma)
-            c = cash_maps(counts[sl], background[sl] + total[sl] + model, kernel=disk_kernel(first.radius / b), mask=ok)
-            hot = np.nan_to_num(c["sqrt_ts"]) > clip
-            if hot.any() and hot.sum() < 0.3 * ok.sum():
-                f2 = fit_shell(counts[sl], background[sl] + total[sl], weight, ok & ~hot, x0=f.x, y0=f.y, r_in=f.r_in,
-                               width=f.width, psf_sigma=sigma)
-                f = f2 if f2.valid else f
         if f is None or not f.valid:
             log.warning("%s: the shell at (%.3f, %.3f), R = %.3f deg did not fit: not modelled, its disk not searched again",
                         first.dataset, s["lon"], s["lat"], s["radius"])
             skip[sl] |= np.hypot(xx - x, yy - y) <= r_in + 2 * width + 3 * sigma + 2
             continue
-        total[sl] += f.npred * weight * shell_image(weight.shape, f.x, f.y, f.r_in, f.width, sigma)
+        model = f.npred * weight * shell_image(weight.shape, f.x, f.y, f.r_in, f.width, sigma)
+        # once more without the pixels the shell leaves in excess (> clip σ in the finest
+        # map): a source beside the rim must not pull the shell towards it
+        c = cash_maps(counts[sl], background[sl] + total[sl] + model, kernel=disk_kernel(first.radius / b), mask=ok)
+        hot = np.nan_to_num(c["sqrt_ts"]) > clip
+        if hot.any() and hot.sum() < 0.3 * ok.sum():
+            f2 = fit_shell(counts[sl], background[sl] + total[sl], weight, ok & ~hot, x0=f.x, y0=f.y, r_in=f.r_in,
+                           width=f.width, psf_sigma=sigma)
+            if f2.valid:
+                f = f2
+                model = f.npred * weight * shell_image(weight.shape, f.x, f.y, f.r_in, f.width, sigma)
+        total[sl] += model
         flon, flat = geom.pix_to_coord(np.atleast_1d(f.x + x0), np.atleast_1d(f.y + y0))
         log.info("%s: shell modelled at (%.3f, %.3f), R = %.3f, w = %.3f deg, %.0f counts",
                  first.dataset, float(flon[0]), float(flat[0]), f.r_in * b, f.width * b, f.npred)
