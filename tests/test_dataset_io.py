@@ -49,6 +49,46 @@ def test_dataset_roundtrip(tmp_path):
     assert back.mask().sum() == ds.mask_safe.data.sum()
 
 
+def test_cached_bands_tables_write_the_same_bytes_and_keep_axes_apart(tmp_path):
+    """BANDS tables are cached both ways (io.maps): files are byte-identical to a fresh
+    write, and maps whose axes differ only in their edges or units read back their own."""
+    ds = _dataset(np.random.default_rng(2))
+    write_dataset(tmp_path / "a.fits", ds)
+    write_dataset(tmp_path / "b.fits", ds)
+    assert (tmp_path / "a.fits").read_bytes() == (tmp_path / "b.fits").read_bytes()
+    geom = WcsGeom.create((0, 0), 1.0, 0.1)
+    axes = [MapAxis.from_energy_bounds(0.1, 10, nbin=3), MapAxis.from_energy_bounds(0.1, 10.5, nbin=3),
+            MapAxis("energy", np.geomspace(0.1, 10, 4), "GeV", "log"), MapAxis("energy", np.geomspace(0.1, 10, 4), "TeV", "lin")]
+    for i, ax in enumerate(axes):
+        write_maps(tmp_path / f"m{i}.fits", {"img": Map(geom, np.full(Map.expected_shape(geom, [ax]), float(i)), (ax,))})
+    for _ in range(2):  # the second round reads every table from the cache
+        for i, ax in enumerate(axes):
+            m = read_map(tmp_path / f"m{i}.fits", "img")
+            assert m.axes == (ax,)
+            assert (m.axes[0].unit, m.axes[0].interp) == (ax.unit, ax.interp)
+            np.testing.assert_array_equal(m.axes[0].edges, ax.edges)
+            assert np.all(m.data == i)
+
+
+def test_to_frame_matches_astropy():
+    """The cached-rotation frame conversion (core.geom.to_frame) against SkyCoord, both ways."""
+    from astropy.coordinates import SkyCoord
+
+    from gpscat.core.geom import angular_separation, to_frame
+
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(0, 360, 2000)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 2000)))
+    lat[:2] = (90.0, -90.0)
+    for a, b in (("galactic", "icrs"), ("icrs", "galactic")):
+        lon2, lat2 = to_frame(lon, lat, a, b)
+        ref = SkyCoord(lon, lat, unit="deg", frame=a).transform_to(b).spherical
+        assert np.all((lon2 >= 0) & (lon2 < 360))
+        assert angular_separation(lon2, lat2, ref.lon.deg, ref.lat.deg).max() < 1e-9
+    ra, dec = to_frame(359.94415, -0.04616, "galactic", "icrs")  # Sgr A*: (266.41684, -29.00781)
+    assert abs(ra - 266.41684) < 1e-4 and abs(dec + 29.00781) < 1e-4
+
+
 def test_map_errors_name_file_and_hdu(tmp_path):
     geom = WcsGeom.create((0, 0), 1.0, 0.1)
     write_maps(tmp_path / "m.fits", {"img": Map.from_geom(geom)})

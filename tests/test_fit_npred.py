@@ -181,3 +181,28 @@ def test_energy_dependent_template():
     sep = ds.geom.separation(0.0, 0.0)
     inner = [counts[i][sep < 0.06].sum() / counts[i].sum() for i in range(2)]
     assert inner[1] > inner[0] + 0.2
+
+
+@pytest.mark.parametrize("kind", ["point", "gauss"])
+def test_shared_psf_cache_follows_the_psf_content(kind):
+    """PSF profiles and kernels are shared between predictors by content (core.response):
+    a dataset whose PSF tables differ (same pixels, same geometry) gets its own, and the
+    prediction equals a fresh computation either way."""
+    from gpscat.core import response
+
+    ds = make_dataset(npix=40, binsz=0.02, nreco=2, edisp=False)
+    rad = ds.psf.axis("rad").center
+    wide = ds.psf.copy(data=np.exp(-0.5 * (rad / 0.15) ** 2)[None, :, None, None] * np.ones(ds.psf.data.shape))
+    spatial = sm.PointSpatialModel(frame="galactic") if kind == "point" else sm.GaussianSpatialModel(sigma=0.04, frame="galactic")
+    model = SkyModel(sp.PowerLawSpectralModel(index=2.0, amplitude=1e-11), spatial, name="s")
+
+    def core_fraction(dataset):
+        img = npred_source(dataset, model).data.sum(axis=0)
+        return img[18:22, 18:22].sum() / img.sum()
+
+    narrow_first = core_fraction(ds)
+    wide_first = core_fraction(replace(ds, psf=wide))
+    assert wide_first < 0.5 * narrow_first  # not the narrow PSF's cached profiles
+    assert core_fraction(ds) == narrow_first  # from the cache: identical
+    response._SHARED.clear()
+    assert core_fraction(replace(ds, psf=wide)) == wide_first

@@ -18,6 +18,7 @@ Conventions (same as gammapy, so that files interoperate):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cache
 
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -54,16 +55,35 @@ def angular_separation(lon1, lat1, lon2, lat2):
 
 
 def to_frame(lon, lat, frame_in: str, frame_out: str):
-    """Convert coordinates (deg) between the ``galactic`` and ``icrs`` frames."""
+    """Convert coordinates (deg) between the ``galactic`` and ``icrs`` frames.
+
+    Both frames are fixed (no epoch, no observer), so astropy's transformation between them
+    is one constant rotation: it is taken from astropy once (:func:`_rotation`) and applied
+    to the unit vectors with numpy, which agrees with ``SkyCoord.transform_to`` to ~1e-12
+    deg at a small fraction of its cost per call.
+    """
     _check_frame(frame_in)
     _check_frame(frame_out)
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
     if frame_in == frame_out:
         return lon, lat
-    c = SkyCoord(lon, lat, unit="deg", frame=frame_in).transform_to(frame_out)
-    sph = c.spherical
-    return sph.lon.deg, sph.lat.deg
+    lo, la = np.radians(lon), np.radians(lat)
+    cos_la = np.cos(la)
+    x, y, z = np.einsum("ij,j...->i...", _rotation(frame_in, frame_out), np.stack([cos_la * np.cos(lo), cos_la * np.sin(lo), np.sin(la)]))
+    lon_out = np.degrees(np.arctan2(y, x)) % 360.0
+    lat_out = np.degrees(np.arctan2(z, np.hypot(x, y)))
+    return lon_out, lat_out
+
+
+@cache
+def _rotation(frame_in: str, frame_out: str) -> np.ndarray:
+    """The rotation matrix from ``frame_in`` to ``frame_out`` unit vectors (astropy's)."""
+    basis = SkyCoord([0.0, 90.0, 0.0], [0.0, 0.0, 90.0], unit="deg", frame=frame_in)  # the x, y, z unit vectors
+    out = basis.transform_to(frame_out).cartesian
+    matrix = np.array([out.x.value, out.y.value, out.z.value])  # column j = image of basis vector j
+    matrix.setflags(write=False)
+    return matrix
 
 
 def _check_frame(frame: str) -> None:

@@ -35,8 +35,8 @@ from gpscat.core.response import (
     interp_exposure,
     irf_corners,
     point_response,
-    psf_kernels,
-    psf_profiles,
+    psf_kernels_shared,
+    psf_profiles_shared,
     valid_pixels,
 )
 from gpscat.models.sky import FoVBackgroundModel, SkyModel
@@ -125,7 +125,7 @@ class SourceEvaluator:
         self.point_method = point_method
         self._psf_valid = valid_pixels(dataset.psf) if dataset.psf is not None else None
         self._edisp_valid = valid_pixels(dataset.edisp) if dataset.edisp is not None else None
-        self._profile_cache: dict = {}
+        self._profiles_key = ""
         self._corners = None
         self._irf_cell = None
         self._geom: WcsGeom | None = None
@@ -189,14 +189,12 @@ class SourceEvaluator:
         if ds.psf is not None:
             self._corners = None
             corners, weights, self._irf_cell = irf_corners(ds.psf, lon, lat, frame, valid=self._psf_valid)
-            key = tuple(corners)
-            if key not in self._profile_cache:
-                self._profile_cache = {key: psf_profiles(ds.psf, corners, containment=self.psf_containment)}
+            self._profiles_key, self._profiles = psf_profiles_shared(ds.psf, corners, containment=self.psf_containment)
             self._corners = corners
-            self._profiles = self._profile_cache[key]
             self._profile = combine_profiles(self._profiles, weights)
         else:
             self._profiles = [PsfProfile(np.zeros(nbin), np.zeros((nbin, 2)), np.zeros(nbin), np.zeros(nbin))]
+            self._profiles_key = f"no-psf-{nbin}"
             self._profile = self._profiles[0]
         rmax = float(self._profile.rmax.max())
         margin = max(_MARGIN_DEG, _MARGIN_PIX * geom.binsz)
@@ -248,7 +246,7 @@ class SourceEvaluator:
         else:
             k = int(np.ceil(rmax * stretch / geom.binsz)) + 1
             kgeom = _box_geom(geom, ix - k, iy - k, 2 * k + 1, 2 * k + 1)
-            kernels = [psf_kernels(kgeom, p) for p in self._profiles]
+            kernels = [psf_kernels_shared(self._profiles_key, i, kgeom, p) for i, p in enumerate(self._profiles)]
             # pad the FFT only as far as flux from the model's support could wrap around
             support = int(np.ceil(self._model_radius(lon, lat) * stretch / geom.binsz)) + 2
             if clipped or isinstance(sp, TemplateSpatialModel):

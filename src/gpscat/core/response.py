@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,8 +35,10 @@ __all__ = [
     "oversample_for",
     "point_response",
     "psf_kernels",
+    "psf_kernels_shared",
     "psf_profile_at",
     "psf_profiles",
+    "psf_profiles_shared",
     "valid_pixels",
 ]
 
@@ -170,6 +173,48 @@ def psf_profiles(psf: Map, pixels, *, containment: float = 0.999) -> list[PsfPro
                 values[i] = interps[k][i](grid) * _taper(grid / rmax[i])
         out.append(PsfProfile(dr, values, rmax, r68))
     return out
+
+
+#: PSF profiles and kernels shared between predictions (a group fit builds hundreds of
+#: predictors — trial models, TS refits, flux points — at the same few positions), keyed by
+#: content, bounded (a kernel list can weigh a few MB)
+_SHARED: dict[tuple, object] = {}
+_SHARED_LIMIT = {"profiles": 256, "kernels": 32}
+
+
+def _remember(key: tuple, make):
+    if key not in _SHARED:
+        same = [k for k in _SHARED if k[0] == key[0]]
+        if len(same) >= _SHARED_LIMIT[key[0]]:
+            del _SHARED[same[0]]
+        _SHARED[key] = make()
+    return _SHARED[key]
+
+
+def psf_profiles_shared(psf: Map, pixels, *, containment: float = 0.999) -> tuple[str, list[PsfProfile]]:
+    """:func:`psf_profiles`, computed once per content: returns a key (a digest of the
+    pixels' PSF tables, the ``rad`` axis and ``containment``) and the profiles, which the
+    caller must not modify."""
+    h = hashlib.sha1(np.asarray(psf.axis("rad").edges, dtype=float).tobytes())
+    h.update(np.float64(containment).tobytes())
+    for iy, ix in pixels:
+        h.update(np.ascontiguousarray(psf.data[..., iy, ix], dtype=float).tobytes())
+    key = h.hexdigest()
+    return key, _remember(("profiles", key), lambda: psf_profiles(psf, pixels, containment=containment))
+
+
+def psf_kernels_shared(profiles_key: str, index: int, geom: WcsGeom, profile: PsfProfile) -> list[np.ndarray]:
+    """:func:`psf_kernels` of profile ``index`` of the profiles ``profiles_key`` (from
+    :func:`psf_profiles_shared`) on ``geom``, computed once; read-only arrays."""
+    key = ("kernels", profiles_key, index, geom.frame, geom.crval, geom.crpix, geom.binsz, geom.npix, geom.proj)
+
+    def make():
+        kernels = psf_kernels(geom, profile)
+        for k in kernels:
+            k.setflags(write=False)
+        return kernels
+
+    return _remember(key, make)
 
 
 def _radial_interpolator(nodes: np.ndarray, v: np.ndarray):

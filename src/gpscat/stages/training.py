@@ -272,8 +272,6 @@ def training_seeds(
     n_jobs = params.n_jobs if n_jobs is None else int(n_jobs)
     if folder is not None:
         Path(folder).mkdir(parents=True, exist_ok=True)
-    if folder is not None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpscat-train-", dir=folder) as tmp:
         irf, livetime = training_irf(cfg, params, tmp)
         jobs = [(cfg.to_dict(), cfg.base_dir, params, k, irf, livetime, tmp) for k in skies]
