@@ -86,7 +86,7 @@ def test_bad_config_stops_before_any_job(tmp_path, shared_data):
 def demo_run(tmp_path_factory):
     """The README's main job: the embedded default config, run once for this module."""
     workdir = tmp_path_factory.mktemp("demo")
-    res = snakemake(workdir, "--cores", "2", timeout=3000)  # ~6 min on 2 idle cores
+    res = snakemake(workdir, "--cores", "2", timeout=3000)  # ~5 min on 2 idle cores
     if res.returncode != 0:  # pytest.fail, not assert: the strict xfail below expects AssertionError only
         pytest.fail(res.stdout[-3000:] + res.stderr[-3000:])
     return workdir
