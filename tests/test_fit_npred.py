@@ -204,5 +204,6 @@ def test_shared_psf_cache_follows_the_psf_content(kind):
     wide_first = core_fraction(replace(ds, psf=wide))
     assert wide_first < 0.5 * narrow_first  # not the narrow PSF's cached profiles
     assert core_fraction(ds) == narrow_first  # from the cache: identical
-    response._SHARED.clear()
+    response._PROFILES.clear()
+    response._KERNELS.clear()
     assert core_fraction(replace(ds, psf=wide)) == wide_first

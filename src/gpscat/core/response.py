@@ -177,18 +177,17 @@ def psf_profiles(psf: Map, pixels, *, containment: float = 0.999) -> list[PsfPro
 
 #: PSF profiles and kernels shared between predictions (a group fit builds hundreds of
 #: predictors — trial models, TS refits, flux points — at the same few positions), keyed by
-#: content, bounded (a kernel list can weigh a few MB)
-_SHARED: dict[tuple, object] = {}
-_SHARED_LIMIT = {"profiles": 256, "kernels": 32}
+#: content, bounded (a kernel list can weigh a few MB): the oldest entry goes first
+_PROFILES: dict[str, list[PsfProfile]] = {}
+_KERNELS: dict[tuple, list[np.ndarray]] = {}
 
 
-def _remember(key: tuple, make):
-    if key not in _SHARED:
-        same = [k for k in _SHARED if k[0] == key[0]]
-        if len(same) >= _SHARED_LIMIT[key[0]]:
-            del _SHARED[same[0]]
-        _SHARED[key] = make()
-    return _SHARED[key]
+def _remember(cache: dict, limit: int, key, make):
+    if key not in cache:
+        if len(cache) >= limit:
+            del cache[next(iter(cache))]
+        cache[key] = make()
+    return cache[key]
 
 
 def psf_profiles_shared(psf: Map, pixels, *, containment: float = 0.999) -> tuple[str, list[PsfProfile]]:
@@ -200,13 +199,13 @@ def psf_profiles_shared(psf: Map, pixels, *, containment: float = 0.999) -> tupl
     for iy, ix in pixels:
         h.update(np.ascontiguousarray(psf.data[..., iy, ix], dtype=float).tobytes())
     key = h.hexdigest()
-    return key, _remember(("profiles", key), lambda: psf_profiles(psf, pixels, containment=containment))
+    return key, _remember(_PROFILES, 256, key, lambda: psf_profiles(psf, pixels, containment=containment))
 
 
 def psf_kernels_shared(profiles_key: str, index: int, geom: WcsGeom, profile: PsfProfile) -> list[np.ndarray]:
     """:func:`psf_kernels` of profile ``index`` of the profiles ``profiles_key`` (from
     :func:`psf_profiles_shared`) on ``geom``, computed once; read-only arrays."""
-    key = ("kernels", profiles_key, index, geom.frame, geom.crval, geom.crpix, geom.binsz, geom.npix, geom.proj)
+    key = (profiles_key, index, geom.frame, geom.crval, geom.crpix, geom.binsz, geom.npix, geom.proj)
 
     def make():
         kernels = psf_kernels(geom, profile)
@@ -214,7 +213,7 @@ def psf_kernels_shared(profiles_key: str, index: int, geom: WcsGeom, profile: Ps
             k.setflags(write=False)
         return kernels
 
-    return _remember(key, make)
+    return _remember(_KERNELS, 32, key, make)
 
 
 def _radial_interpolator(nodes: np.ndarray, v: np.ndarray):
