@@ -112,6 +112,26 @@ def test_residual_peak_finds_an_unmodelled_source():
     assert sig.max() < 5 and abs(sig.mean()) < 0.3
 
 
+def test_residual_search_leaves_a_neighbours_emission_to_its_group():
+    """A neighbour frozen at a third of its flux leaves the strongest residual; with the
+    territories the search finds the group's own unmodelled source instead."""
+    rng = np.random.default_rng(6)
+    ds = make_dataset(npix=50, nreco=2, name="sim")
+    member, neighbour, missing = _point("a", -0.3, 0.0), _point("n", 0.25, 0.0, amplitude=4e-12), _point("c", -0.25, 0.25, amplitude=4e-13)
+    ds = simulate(ds, [member, neighbour, missing, FoVBackgroundModel("sim")], rng)
+    rough = _point("n", 0.25, 0.0, amplitude=1e-12)
+    kw = dict(radius=0.1, center=(-0.1, 0.0), search_radius=0.5, avoid=[(-0.3, 0.0)], min_separation=0.1)
+    models = [member, rough, FoVBackgroundModel("sim")]
+    anywhere = residual_peak([ds], models, **kw)
+    assert np.hypot(((anywhere.lon + 180) % 360 - 180) - 0.25, anywhere.lat) < 0.05
+    own = residual_peak([ds], models, territory=([(-0.3, 0.0, 0.0)], [(0.25, 0.0, 0.0)]), **kw)
+    assert own is not None and own.sqrt_ts > 5
+    assert np.hypot(((own.lon + 180) % 360 - 180) + 0.25, own.lat - 0.25) < 0.05
+    # an extended neighbour's territory starts at its 68 % radius
+    none = residual_peak([ds], models, territory=([(-0.3, 0.0, 0.0)], [(0.25, 0.0, 0.6)]), **kw)
+    assert none is None
+
+
 def test_conditional_covariance_of_separated_sources_matches_the_joint_one():
     """Two well-separated point sources: the joint Hesse and the per-source (conditional)
     one agree, the block-diagonal matrix has no cross terms, and the best fit is kept."""
@@ -135,3 +155,35 @@ def test_conditional_covariance_of_separated_sources_matches_the_joint_one():
     pb = [p for p in members[1].parameters if not p.frozen]
     cov = models.covariance_of(pa + pb)
     assert np.all(cov[: len(pa), len(pa):] == 0) and np.all(np.diag(cov) > 0)
+
+
+def test_conditional_covariance_holds_a_parameter_at_its_bound():
+    """A shell whose width ended at its lower bound: when its own Hesse fails with the
+    width free (Minuit's, and the finite differences, which have no room there), the
+    errors come from a Hesse with the width held; the width alone gets NaN."""
+    truth = SkyModel(sp.PowerLawSpectralModel(index=2.3, amplitude=6e-12),
+                     sm.ShellSpatialModel(lon_0=0.0, lat_0=0.0, radius=0.25, width=0.05, frame="galactic"), name="s")
+    ds = simulate(make_dataset(npix=60, nreco=2, name="sim"), [truth], np.random.default_rng(3))
+    m = SkyModel(sp.PowerLawSpectralModel(index=2.3, amplitude=6e-12),
+                 sm.ShellSpatialModel(lon_0=0.0, lat_0=0.0, radius=0.25, width=0.05, frame="galactic"), name="s")
+    width = m.spatial_model.width
+    width.min, width.max = 0.01, 0.5
+    fitter = GroupFitter([ds], [], GroupFitOptions())
+    fitter.run([m], free=all_ids([m]), fast=False)
+    width.value = width.min  # as if the fit had run there
+    run = fitter.run
+
+    def failing_with_the_width_free(members, *, free, **kw):
+        res = run(members, free=free, **kw)
+        if id(width) in free:
+            res.covariance_success = False
+        return res
+
+    fitter.run = failing_with_the_width_free
+    models = fitter.models([m])
+    assert width.at_bound() and conditional_covariance(fitter, [m], models) == ["s"]
+    assert width.value == width.min  # the best fit is kept
+    errors = {p.name: p.error for p in m.parameters if not p.frozen}
+    assert np.isnan(errors.pop("width"))
+    assert all(np.isfinite(e) and e > 0 for e in errors.values()), errors
+    assert errors["radius"] < 0.05 and errors["lon_0"] < 0.02

@@ -7,7 +7,9 @@ sources in the region, and runs (docs/fit.md):
 1. the members' amplitudes and the background norms, then all free parameters;
 2. (first pass) the residual search: while the residual significance inside the group
    reaches ``residual_threshold`` somewhere farther than ``min_separation`` from every
-   member, a Gaussian is added there and the group refitted (at most ``max_new`` times);
+   member and nearer to the members than to the neighbours (the group's territory, see
+   :func:`~gpscat.core.residuals.residual_peak`), a Gaussian is added there and the group
+   refitted (at most ``max_new`` times);
 3. (first pass) model selection per member, brightest first, each candidate by a *local*
    refit (the candidate's parameters, the other members' amplitudes, the background norms):
    spatial — point vs the best extended shape by ``TS_ext = 2 Δln L ≥ ts_extension``, then
@@ -49,7 +51,7 @@ from gpscat.core.group_fitter import (
 from gpscat.core.model_selection import Selection, select_spatial, select_spectral
 from gpscat.core.npred import DatasetEvaluator
 from gpscat.core.residuals import residual_peak
-from gpscat.core.source_models import make_spatial, make_spectral, wrap_lon
+from gpscat.core.source_models import make_spatial, make_spectral, model_r68, wrap_lon
 from gpscat.models.sky import Models, SkyModel
 
 __all__ = ["GroupFit", "GroupFitOptions", "Rejection", "Selection", "fit_group", "merge_into_background", "roi_dataset"]
@@ -129,13 +131,25 @@ def merge_into_background(datasets, models) -> list[MapDataset]:
 # ----------------------------------------------------------------------------- residual search
 
 
+def _extents(models, center) -> list[tuple[float, float, float]]:
+    """(lon, lat, 68 % radius) of sky models, Galactic deg, longitudes next to ``center``."""
+    out = []
+    for m in models:
+        if m.spatial_model is None:
+            continue
+        lon, lat = m.spatial_model.position_in("galactic")
+        out.append((float(wrap_lon(lon, center[0])), float(lat), model_r68(m.spatial_model)))
+    return out
+
+
 def _residual_search(fitter, members, *, center, search_radius, name_prefix, added):
     o = fitter.options
     for k in range(o.max_new):
         models = fitter.models(members)
         avoid = [(m.spatial_model.lon_0.value, m.spatial_model.lat_0.value) for m in members]
+        territory = (_extents(members, center), _extents(fitter.neighbours, center))
         peak = residual_peak(fitter.datasets, models, radius=o.residual_radius, center=center, search_radius=search_radius,
-                             avoid=avoid, min_separation=o.min_separation)
+                             avoid=avoid, min_separation=o.min_separation, territory=territory)
         if peak is None or not peak.sqrt_ts >= o.residual_threshold:
             break
         lon = float(wrap_lon(peak.lon, center[0]))
@@ -287,6 +301,15 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
     return out
 
 
+def _own_hesse(fitter: GroupFitter, members, m, free: set[int], best) -> FitResult:
+    """Refit of ``free`` (of member ``m``) and the background norms from the best fit, with
+    the covariance; the best-fit values are restored (the refit only measures curvature)."""
+    res = fitter.run(members, free=free, covariance=True, fast=False)
+    for p, v in best:
+        p.value = v
+    return res
+
+
 def conditional_covariance(fitter: GroupFitter, members, models: Models) -> list[str]:
     """Per-source covariances when the group's Hesse is inaccurate (a block-diagonal matrix).
 
@@ -299,22 +322,35 @@ def conditional_covariance(fitter: GroupFitter, members, models: Models) -> list
     underestimate where they overlap strongly) but are real curvatures.  A member's own fit
     has few parameters, so where Minuit's Hesse is inaccurate again (bright shells) the
     finite-difference fallback of :meth:`~gpscat.core.fit.Fit.numerical_covariance` applies;
-    a member for which that fails too gets NaN errors.  The background norms keep the block
-    of the last successful refit.
+    a member for which that fails too is measured again with its parameters that sit at a
+    bound held there (a bound leaves no curvature to measure, nor room for the finite
+    differences: a shell's width at its minimum), and those get NaN errors (the source is
+    flagged ``AT_BOUND``); otherwise the member gets NaN errors.  The background norms keep
+    the block of the last successful refit.
 
     Returns the names of the members whose block was replaced.
     """
     blocks, done = [], []
     best = [(p, p.value) for p in models.parameters]
     for m in members:
-        res = fitter.run(members, free=free_ids(m), covariance=True, fast=False)
-        for p, v in best:  # the refit only measures the curvature: the best fit stays
-            p.value = v
+        free = [p for p in m.parameters if not p.frozen]
+        res = _own_hesse(fitter, members, m, {id(p) for p in free}, best)
+        held = [p for p in free if p.at_bound()]
+        if not (res.covariance is not None and res.covariance_success) and held and len(held) < len(free):
+            # a parameter at its bound has no curvature there (nor room for the finite
+            # differences): hold it, as catalogs do, and measure the others; it keeps NaN
+            res = _own_hesse(fitter, members, m, {id(p) for p in free} - {id(p) for p in held}, best)
+            log.info("source %s: own Hesse with %s held at their bounds", m.name, [p.name for p in held])
         if res.covariance is not None and res.covariance_success:
-            blocks.append((list(res.parameters), np.asarray(res.covariance)))
+            ps = list(res.parameters)
+            order = free + [p for p in ps if not any(p is q for q in free)]  # + the background norms
+            where = {id(p): i for i, p in enumerate(order)}
+            idx = np.array([where[id(p)] for p in ps])
+            block = np.full((len(order), len(order)), np.nan)
+            block[np.ix_(idx, idx)] = np.asarray(res.covariance)
+            blocks.append((order, block))
             done.append(m.name)
         else:  # no error is better than a wrong one: NaN, flagged NO_COVARIANCE downstream
-            free = [p for p in m.parameters if not p.frozen]
             blocks.append((free, np.full((len(free), len(free)), np.nan)))
             log.warning("source %s: its own Hesse is inaccurate too: no covariance", m.name)
     params = list(dict.fromkeys(p for ps, _ in blocks for p in ps))

@@ -71,13 +71,35 @@ class ResidualPeak:
     dataset: str
 
 
+def _reach(lon, lat, sources) -> np.ndarray:
+    """Distance (deg) of each pixel to the nearest source's extent; inf without sources."""
+    out = np.full(np.shape(lon), np.inf)
+    for s_lon, s_lat, extent in sources:  # a handful of sources
+        out = np.minimum(out, np.maximum(angular_separation(lon, lat, s_lon, s_lat) - extent, 0.0))
+    return out
+
+
+def _own_territory(lon, lat, own, others) -> np.ndarray:
+    """Pixels at least as near to the extent of one of ``own`` as to any of ``others``."""
+    if not len(others):
+        return np.ones(np.shape(lon), dtype=bool)
+    return _reach(lon, lat, own) <= _reach(lon, lat, others)
+
+
 def residual_peak(datasets, models, *, radius: float, center: tuple[float, float], search_radius: float,
-                  avoid=(), min_separation: float = 0.0, frame: str = "galactic") -> ResidualPeak | None:
+                  avoid=(), min_separation: float = 0.0, territory=None, frame: str = "galactic") -> ResidualPeak | None:
     """The highest residual significance over ``datasets`` within ``search_radius`` of
     ``center`` and at least ``min_separation`` from every position of ``avoid``.
 
-    Positions (``center``, ``avoid``, the result) are in ``frame``; ``None`` when no pixel
-    qualifies.
+    ``territory`` (optional) is ``(own, others)``, two sequences of ``(lon, lat, extent)``
+    (deg): a pixel is searched only when it is at least as near to one of ``own`` as to
+    every one of ``others``, distances counted from each source's extent
+    (``max(d - extent, 0)``).  A group's residual search uses it to leave the emission of
+    the other groups' sources to their own fits: a neighbour frozen at a rough model leaves
+    a residual that is not a new source.
+
+    Positions (``center``, ``avoid``, ``territory``, the result) are in ``frame``; ``None``
+    when no pixel qualifies.
     """
     best = None
     avoid = np.asarray(list(avoid), dtype=float).reshape(-1, 2)
@@ -87,6 +109,8 @@ def residual_peak(datasets, models, *, radius: float, center: tuple[float, float
         ok = np.isfinite(maps["sqrt_ts"]) & (angular_separation(lon, lat, center[0], center[1]) <= search_radius)
         for a_lon, a_lat in avoid:
             ok &= angular_separation(lon, lat, a_lon, a_lat) >= min_separation
+        if territory is not None:
+            ok &= _own_territory(lon, lat, *territory)
         if not ok.any():
             continue
         sig = np.where(ok, maps["sqrt_ts"], -np.inf)

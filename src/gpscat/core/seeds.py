@@ -63,6 +63,7 @@ class DetectParams:
     min_score: float = 0.5
     min_rim_significance: float = 4.0
     min_contrast: float = 1.0
+    max_interior: float = 0.85
     min_coverage: float = 0.75
     faint_shells: bool = True
     shell_residuals: bool = True
@@ -459,7 +460,7 @@ def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
         rings = find_shells(
             m.sqrt_ts, r_min=r_min, r_max=params.shell_r_max / b, level=params.edge_level,
             canny_sigma=max(params.canny_sigma / b, 0.5), min_score=params.min_score,
-            min_peak=params.min_rim_significance, min_contrast=params.min_contrast,
+            min_peak=params.min_rim_significance, min_contrast=params.min_contrast, max_interior=params.max_interior,
             min_coverage=params.min_coverage, max_candidates=params.max_candidates, mask=m.mask,
             excess=m.excess, kernel_radius=m.radius / b, psf_sigma=psf[m.dataset] / b,
             counts=m.counts if params.faint_shells else None, min_rim_sqrt_ts=params.min_rim_sqrt_ts,

@@ -522,7 +522,7 @@ def find_shells(
     min_score: float = 0.5,
     min_peak: float = 4.0,
     min_contrast: float = 1.0,
-    max_interior: float = 0.8,
+    max_interior: float = 0.85,
     min_coverage: float = 0.75,
     max_candidates: int = 50,
     mask: np.ndarray | None = None,
@@ -556,7 +556,8 @@ def find_shells(
         Minimum rim-minus-interior significance.
     max_interior : float
         Maximum ratio of the interior to the rim significance.  Limb-brightened shells
-        have 0.5–0.75 (the significance compresses bright parts); a bright blob seen
+        have 0.5–0.83 (the significance compresses bright parts: thick, bright shells
+        sit at the top, e.g. 0.80 for a 34σ shell of width 0.22 R); a bright blob seen
         off-centre, or with a noise dip at its top, ~0.9.
     min_coverage : float
         Minimum fraction of azimuthal sectors with the rim above ``level``.

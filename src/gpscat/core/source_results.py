@@ -17,6 +17,7 @@ bit   name                meaning
 16    LOW_EXPOSURE        exposure below ``low_exposure`` × the dataset's maximum
 32    NO_COVARIANCE       Hesse failed, its covariance is not accurate, or it gives an
                           amplitude error below half the Poisson limit amplitude/sqrt(Npred)
+                          (a parameter at a bound may have no error without it: AT_BOUND)
 64    FROM_RESIDUAL       the source was added by the residual search (no seed)
 128   NOT_SETTLED         the source still moved at the last pass (> settle_sigma)
 256   FIT_FAILED          the group's fit failed; values are the start model's
@@ -85,18 +86,7 @@ def band_column(emin: float, emax: float) -> str:
 
 def at_bound(model: SkyModel, *, rtol: float = 1e-3) -> bool:
     """Whether a free parameter of ``model`` sits at one of its bounds."""
-    for p in model.parameters:
-        if p.frozen:
-            continue
-        lo, hi = p.bounds
-        span = (hi - lo) if lo is not None and hi is not None else None
-        for b in (lo, hi):
-            if b is None:
-                continue
-            tol = rtol * span if span else rtol * max(abs(b), abs(p.value), 1e-30)
-            if abs(p.value - b) <= tol:
-                return True
-    return False
+    return any(not p.frozen and p.at_bound(rtol) for p in model.parameters)
 
 
 def containment_radius(image: np.ndarray, sep: np.ndarray, fraction: float = 0.68) -> float:
@@ -231,7 +221,9 @@ def source_record(model: SkyModel, models: Models, datasets, *, ts: float, ts_da
     block = np.full((N_COV, N_COV), np.nan)
     n = min(len(params), N_COV)
     block[:n, :n] = cov[:n, :n]
-    if params and not np.all(np.isfinite(np.diag(cov))) or (params and not np.any(np.diag(cov) > 0)):
+    # a parameter held at its bound for the errors (AT_BOUND) has none; the others must
+    measured = np.array([not p.at_bound() for p in params], dtype=bool)
+    if params and not np.all(np.isfinite(np.diag(cov)[measured])) or (params and not np.any(np.diag(cov) > 0)):
         flags |= FLAGS["NO_COVARIANCE"]
     elif below_poisson_limit(rec["Amplitude"], rec["Amplitude_Err"], npred_total):
         flags |= FLAGS["NO_COVARIANCE"]

@@ -79,6 +79,16 @@ class Parameter:
         hi = None if math.isnan(self.max) else self.max
         return lo, hi
 
+    def at_bound(self, rtol: float = 1e-3) -> bool:
+        """Whether the value sits at a bound: within ``rtol`` of the range (of the bound's
+        or the value's magnitude when one side is open)."""
+        lo, hi = self.bounds
+        span = (hi - lo) if lo is not None and hi is not None else None
+        for b in (lo, hi):
+            if b is not None and abs(self.value - b) <= (rtol * span if span else rtol * max(abs(b), abs(self.value), 1e-30)):
+                return True
+        return False
+
     @property
     def quantity(self) -> u.Quantity:
         return u.Quantity(self.value, self.unit)

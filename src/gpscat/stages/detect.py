@@ -76,6 +76,7 @@ def params_from_config(cfg: Config) -> DetectParams:
         min_score=float(h["min_score"]),
         min_rim_significance=float(h["min_rim_significance"]),
         min_contrast=float(h["min_contrast"]),
+        max_interior=float(h["max_interior"]),
         min_coverage=float(h["min_coverage"]),
         faint_shells=bool(h["faint_shells"]),
         shell_residuals=bool(d["shell_residuals"]),
