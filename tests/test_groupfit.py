@@ -14,6 +14,7 @@ from gpscat.core.npred import DatasetEvaluator
 from gpscat.core.residuals import residual_maps, residual_peak
 from gpscat.core.source_models import (
     ShapeLimits,
+    circle_fraction,
     convert_spatial,
     convert_spectral,
     make_spatial,
@@ -187,3 +188,19 @@ def test_conditional_covariance_holds_a_parameter_at_its_bound():
     assert np.isnan(errors.pop("width"))
     assert all(np.isfinite(e) and e > 0 for e in errors.values()), errors
     assert errors["radius"] < 0.05 and errors["lon_0"] < 0.02
+
+
+def test_circle_fraction_against_closed_forms():
+    """The flux share within a circle at the centre: a point and a Gaussian through a
+    Gaussian PSF (Rayleigh), a disk and a projected shell without PSF (areas, sphere volumes)."""
+    point = sm.PointSpatialModel(lon_0=10.0, lat_0=0.5, frame="galactic")
+    assert circle_fraction(point, 0.1, 0.05) == pytest.approx(1 - np.exp(-2.0), rel=1e-9)
+    gauss = sm.GaussianSpatialModel(lon_0=10.0, lat_0=0.5, sigma=0.14, frame="galactic")
+    assert circle_fraction(gauss, 0.2, 0.05) == pytest.approx(1 - np.exp(-0.5 * 0.2**2 / (0.14**2 + 0.05**2)), rel=0.03)
+    disk = sm.DiskSpatialModel(lon_0=10.0, lat_0=60.0, r_0=0.3, frame="galactic")  # flat grid at high latitude
+    assert circle_fraction(disk, 0.15, 0.0) == pytest.approx(0.25, rel=0.03)
+    shell = sm.ShellSpatialModel(lon_0=-7.35, lat_0=0.4, radius=0.42, width=0.015, frame="galactic")
+    ro, ri, r = 0.435, 0.42, 0.2
+    inside = 1 - (ro**3 * (1 - (r / ro) ** 2) ** 1.5 - ri**3 * (1 - (r / ri) ** 2) ** 1.5) / (ro**3 - ri**3)
+    assert circle_fraction(shell, r, 0.0) == pytest.approx(inside, rel=0.03)
+    assert 0.08 < circle_fraction(shell, r, 0.05) < 0.16 and circle_fraction(shell, 0.0, 0.05) == 0.0

@@ -42,7 +42,13 @@ from gpscat.core.grouping import (
     neighbour_groups,
     split_large_groups,
 )
-from gpscat.core.source_models import ShapeLimits, make_spatial, make_spectral, wrap_lon
+from gpscat.core.source_models import (
+    ShapeLimits,
+    circle_fraction,
+    make_spatial,
+    make_spectral,
+    wrap_lon,
+)
 from gpscat.io.atomic import atomic_path
 from gpscat.io.dataset import read_dataset
 from gpscat.io.fit_results import table_hdu
@@ -124,14 +130,22 @@ def _dataset_ranges(cfg: Config) -> dict[str, tuple[float, float]]:
 
 
 def start_models(table: Table, classes: np.ndarray, *, limits: ShapeLimits, energy_ranges: dict[str, tuple[float, float]],
-                 lon_center: np.ndarray, default_index: float = 2.3, containment: float = 0.7) -> list[SkyModel]:
+                 lon_center: np.ndarray, default_index: float = 2.3, containment: float = 0.7,
+                 psf_sigmas: dict[str, float] | None = None, default_psf_sigma: float = 0.0) -> list[SkyModel]:
     """One start :class:`SkyModel` per seed row (see the module docstring).
 
     ``lon_center`` (one per seed) is the longitude around which the model longitude is
     wrapped (the group centre), so that a group across l = 0 has continuous positions.
     The amplitude at 1 TeV makes the power law's integral over the seed's best dataset
-    range equal to the seed flux divided by ``containment`` (the seed flux is measured
-    within a correlation radius).
+    range equal to the seed flux divided by the fraction of the start model's flux that
+    the seed's flux map sees: the flux within the correlation circle ``Radius_Best``
+    around the seed, for the model convolved with the best dataset's PSF (``psf_sigmas``,
+    deg, per dataset name, else ``default_psf_sigma``;
+    :func:`~gpscat.core.source_models.circle_fraction`, at least 0.02).  Without
+    ``psf_sigmas`` or ``Radius_Best`` the fraction is ``containment``.  A shell seen
+    through a 0.2° circle at its centre shows ~12 % of its flux: with a fixed 0.7 its start
+    amplitude was 6–8 times too low, and a frozen neighbour at that start model (pass 1)
+    left most of its emission to the groups around it.
     """
     models = []
     for k, row in enumerate(table):
@@ -153,7 +167,12 @@ def start_models(table: Table, classes: np.ndarray, *, limits: ShapeLimits, ener
         emin, emax = energy_ranges.get(str(row["Dataset_Best"]).strip(), (1.0, 100.0))
         unit_flux = float(make_spectral("pl", amplitude=1.0, index=index).integral(emin, emax))
         flux = float(row["Flux"]) if np.isfinite(row["Flux"]) and row["Flux"] > 0 else 1e-12
-        spectral = make_spectral(spectral_kind, amplitude=flux / containment / unit_flux, index=index)
+        seen = containment
+        radius_best = float(row["Radius_Best"]) if "Radius_Best" in table.colnames else np.nan
+        if psf_sigmas is not None and np.isfinite(radius_best) and radius_best > 0:
+            sigma = psf_sigmas.get(str(row["Dataset_Best"]).strip(), default_psf_sigma)
+            seen = max(circle_fraction(spatial, radius_best, sigma), 0.02)
+        spectral = make_spectral(spectral_kind, amplitude=flux / seen / unit_flux, index=index)
         models.append(SkyModel(spectral, spatial, name=source_name(int(row["ID"]))))
     return models
 
@@ -206,7 +225,9 @@ def run(cfg: Config, *, seeds: str | os.PathLike, output_dir: str | os.PathLike,
     classes = _start_class(table)
     centre = {int(i): float(c) for i, c in zip(geo.group_id, wrap_lon(geo.lon), strict=True)}
     models = start_models(table, classes, limits=limits, energy_ranges=_dataset_ranges(cfg),
-                          lon_center=np.array([centre[int(k)] for k in groups]), default_index=float(g["start"]["index"]))
+                          lon_center=np.array([centre[int(k)] for k in groups]), default_index=float(g["start"]["index"]),
+                          psf_sigmas={name: r68 / R68_PER_SIGMA for name, r68 in psf.items()},
+                          default_psf_sigma=default_psf / R68_PER_SIGMA)
 
     seeds_out = Table()
     seeds_out["Seed_ID"] = np.asarray(table["ID"], dtype="i4")
