@@ -223,3 +223,31 @@ def test_numerical_covariance_matches_hesse(sky):
     corr_h = result.covariance / np.outer(err_h, err_h)
     corr_n = cov / np.outer(err_n, err_n)
     np.testing.assert_allclose(corr_n, corr_h, atol=0.05)
+
+
+def test_numerical_covariance_steps_over_small_scale_ripples(sky):
+    """Where the likelihood has structure on the scale of the physical steps (a shell's
+    sampling), the Hessian there is not positive definite: coarser steps still give the
+    curvature of the minimum (the errors of the smooth part)."""
+    ds, _ = sky
+    models = Models([_point(amplitude=3e-12, index=2.0, lon=0.03, lat=0.02), FoVBackgroundModel("sim")])
+    fitter = Fit(ds, models)
+    result = fitter.run(covariance=True)
+    err_h = np.sqrt(np.diag(result.covariance))
+    params = result.parameters
+    x0 = np.array([p.value for p in params])
+    lon = next(i for i, p in enumerate(params) if p.name == "lon_0")
+    smooth = fitter.stat_sum
+    height = 2.0 * (1e-3 / err_h[lon]) ** 2  # twice the smooth rise at one physical step
+
+    def rippled():  # -2 ln L plus a narrow bump at the minimum
+        return smooth() + height * np.exp(-0.5 * ((params[lon].value - x0[lon]) / 2e-4) ** 2)
+
+    fitter.stat_sum = rippled
+    physical = np.array([1e-3 if p.unit == "deg" else 0.01 * abs(v) for p, v in zip(params, x0, strict=True)])
+    assert fitter._finite_difference_covariance(params, x0, fitter._inside_bounds(params, x0, physical)) is None
+    for p, v in zip(params, x0, strict=True):  # (the private step leaves the last trial values)
+        p.value = float(v)
+    cov = fitter.numerical_covariance(params)
+    assert cov is not None and [p.value for p in params] == list(x0)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), err_h, rtol=0.1)

@@ -268,19 +268,23 @@ class Fit:
         bright extended source is not smooth, then forces a positive-definite matrix whose
         errors are tens of times too small.  Here the steps are physical: 10⁻³ deg for
         angles, 1 % of the value otherwise (0.01 for a zero value), kept inside the
-        bounds; then, once the errors are known, half of each error.  Values are restored.
+        bounds — or four times those where the Hessian they give is not positive definite
+        (a shell's likelihood at 10⁻³ deg steps can be dominated by its sampling); then,
+        once the errors are known, half of each error (the first matrix is kept when that
+        one fails).  Values are restored.
         """
         x0 = np.array([p.value for p in params], dtype=float)
         h = np.array([1e-3 if p.unit == "deg" else (0.01 * abs(v) if v != 0 else 0.01) for p, v in zip(params, x0, strict=True)])
         try:
             cov = None
-            for _ in range(2):
-                h = self._inside_bounds(params, x0, h)
-                cov = self._finite_difference_covariance(params, x0, h)
-                if cov is None:
-                    return None
-                h = 0.5 * np.sqrt(np.diag(cov))
-            return cov
+            for scale in (1.0, 4.0):  # physical steps; where they see no minimum, coarser ones
+                cov = self._finite_difference_covariance(params, x0, self._inside_bounds(params, x0, scale * h))
+                if cov is not None:
+                    break
+            if cov is None:
+                return None
+            refined = self._finite_difference_covariance(params, x0, self._inside_bounds(params, x0, 0.5 * np.sqrt(np.diag(cov))))
+            return refined if refined is not None else cov
         finally:
             for p, v in zip(params, x0, strict=True):
                 p.value = float(v)
