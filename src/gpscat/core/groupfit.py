@@ -144,10 +144,11 @@ def _extents(models, center) -> list[tuple[float, float, float]]:
 
 def _residual_search(fitter, members, *, center, search_radius, name_prefix, added):
     o = fitter.options
+    others = _extents(fitter.neighbours, center)  # frozen: their territory does not change
     for k in range(o.max_new):
         models = fitter.models(members)
         avoid = [(m.spatial_model.lon_0.value, m.spatial_model.lat_0.value) for m in members]
-        territory = (_extents(members, center), _extents(fitter.neighbours, center))
+        territory = (_extents(members, center), others)
         peak = residual_peak(fitter.datasets, models, radius=o.residual_radius, center=center, search_radius=search_radius,
                              avoid=avoid, min_separation=o.min_separation, territory=territory)
         if peak is None or not peak.sqrt_ts >= o.residual_threshold:
@@ -301,8 +302,8 @@ def fit_group(datasets, members, neighbours=(), *, options: GroupFitOptions | No
     return out
 
 
-def _own_hesse(fitter: GroupFitter, members, m, free: set[int], best) -> FitResult:
-    """Refit of ``free`` (of member ``m``) and the background norms from the best fit, with
+def _own_hesse(fitter: GroupFitter, members, free: set[int], best) -> FitResult:
+    """Refit of ``free`` (one member's) and the background norms from the best fit, with
     the covariance; the best-fit values are restored (the refit only measures curvature)."""
     res = fitter.run(members, free=free, covariance=True, fast=False)
     for p, v in best:
@@ -334,12 +335,12 @@ def conditional_covariance(fitter: GroupFitter, members, models: Models) -> list
     best = [(p, p.value) for p in models.parameters]
     for m in members:
         free = [p for p in m.parameters if not p.frozen]
-        res = _own_hesse(fitter, members, m, {id(p) for p in free}, best)
+        res = _own_hesse(fitter, members, {id(p) for p in free}, best)
         held = [p for p in free if p.at_bound()]
         if not (res.covariance is not None and res.covariance_success) and held and len(held) < len(free):
             # a parameter at its bound has no curvature there (nor room for the finite
             # differences): hold it, as catalogs do, and measure the others; it keeps NaN
-            res = _own_hesse(fitter, members, m, {id(p) for p in free} - {id(p) for p in held}, best)
+            res = _own_hesse(fitter, members, {id(p) for p in free} - {id(p) for p in held}, best)
             log.info("source %s: own Hesse with %s held at their bounds", m.name, [p.name for p in held])
         if res.covariance is not None and res.covariance_success:
             ps = list(res.parameters)

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from gpscat.core.association import R68_PER_SIGMA, extent_radius
+from gpscat.core.geom import WcsGeom
 from gpscat.models import spatial as sm
 from gpscat.models import spectral as sp
 from gpscat.models.sky import SkyModel
@@ -112,8 +113,9 @@ def circle_fraction(spatial, radius: float, psf_sigma: float) -> float:
     """Fraction of the flux of ``spatial``, convolved with a Gaussian PSF of ``psf_sigma``
     (deg), within ``radius`` (deg) of the model's centre.
 
-    On a flat grid around the centre (a few hundred pixels a side, finer than the PSF, the
-    radius and the model's own structure); points analytically.  What a correlated flux map
+    On a tangent-plane :class:`~gpscat.core.geom.WcsGeom` around the centre (a few hundred
+    pixels a side, finer than the PSF, the radius and the model's own structure); points
+    analytically.  What a correlated flux map
     sampled at a source's centre sees of it: a shell seen through a 0.2° top-hat at its
     centre, for example, shows a small part of its flux.
     """
@@ -125,17 +127,12 @@ def circle_fraction(spatial, radius: float, psf_sigma: float) -> float:
     half = max(spatial.evaluation_radius, radius) + 4.0 * psf_sigma
     step = min(spatial.sample_size, radius / 10.0, psf_sigma / 3.0 if psf_sigma > 0 else np.inf)
     step = max(step, half / 200.0)
-    n = int(np.ceil(half / step))
-    x = np.arange(-n, n + 1) * step
-    lon_0, lat_0 = spatial.lon_0.value, spatial.lat_0.value
-    dx, dy = np.meshgrid(x, x)
-    lon = lon_0 + dx / max(np.cos(np.radians(lat_0)), 1e-3)
-    lat = np.clip(lat_0 + dy, -90.0, 90.0)
-    image = np.nan_to_num(spatial.evaluate_sampled(lon, lat, sample_size=step))
+    geom = WcsGeom.create(spatial.position, (2 * np.ceil(half / step) + 1) * step, step, frame=spatial.frame, proj="TAN")
+    image = np.nan_to_num(spatial.evaluate_sampled(*geom.get_coord(), sample_size=step)) * geom.solid_angle()
     if psf_sigma > 0:
         image = ndimage.gaussian_filter(image, psf_sigma / step, mode="constant")
     total = image.sum()
-    return float(image[np.hypot(dx, dy) <= radius].sum() / total) if total > 0 else 0.0
+    return float(image[geom.separation(*spatial.position) <= radius].sum() / total) if total > 0 else 0.0
 
 
 def make_spatial(kind: str, lon: float, lat: float, r68: float, *, limits: ShapeLimits, frame: str = "galactic",
