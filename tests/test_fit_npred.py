@@ -98,12 +98,28 @@ def test_spectral_change_reuses_the_spatial_response(monkeypatch):
     calls = []
     original = type(src)._compute_response
     monkeypatch.setattr(type(src), "_compute_response", lambda self, *a: calls.append(1) or original(self, *a))
+    checks = []
+    original_check = type(src)._needs_setup
+    monkeypatch.setattr(type(src), "_needs_setup", lambda self, *a: checks.append(1) or original_check(self, *a))
     model.spectral_model.amplitude.value = 2e-11
     np.testing.assert_allclose(ev.npred_source(model), 2 * base, rtol=1e-12)
     assert not calls
+    assert not checks  # the cutout depends on the spatial parameters only: no re-check either
     model.spatial_model.sigma.value = 0.06
     ev.npred_source(model)
     assert len(calls) == 1
+
+
+def test_spatial_model_of_another_type_with_the_same_values_is_recomputed():
+    # ShellSpatialModel (lon_0, lat_0, radius, width) and Shell2SpatialModel (lon_0, lat_0,
+    # r_0, eta) have parameter tuples of the same length: the cache key must tell them apart
+    ds = make_dataset(npix=60, nreco=1)
+    model = SkyModel(sp.PowerLawSpectralModel(amplitude=1e-11), sm.ShellSpatialModel(radius=0.2, width=0.1, frame="galactic"), name="s")
+    ev = DatasetEvaluator(ds, [model])
+    ev.npred_source(model)
+    model.spatial_model = sm.Shell2SpatialModel(r_0=0.2, eta=0.1, frame="galactic")
+    fresh = DatasetEvaluator(ds, [model]).npred_source(model)
+    np.testing.assert_allclose(ev.npred_source(model), fresh, rtol=1e-12)
 
 
 def test_source_outside_the_map_predicts_nothing():

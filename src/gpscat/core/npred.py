@@ -303,13 +303,17 @@ class SourceEvaluator:
 
     def evaluate(self) -> tuple[tuple[slice, slice], np.ndarray]:
         """Predicted counts of the source: (parent slices, cutout data (n_reco, ny, nx))."""
+        sp = self.model.spatial_model
+        sp_key = (type(sp), sp.value_key(), sp.frame)
+        sp_changed = sp_key != self._spatial_key
         lon, lat = self._position()
-        if self._needs_setup(lon, lat):
+        # whether the cutout must be rebuilt depends on the spatial parameters only: with
+        # them unchanged (a spectral step of the fit) the check is skipped
+        if (sp_changed or self._geom is None) and self._needs_setup(lon, lat):
             self._setup(lon, lat)
+            sp_changed = True
         if self._outside:
             return self._parent_sl, np.zeros((self.dataset.energy_axis.nbin, 0, 0))
-        sp_key = (self.model.spatial_model.value_key(), self.model.spatial_model.frame)
-        sp_changed = sp_key != self._spatial_key
         if sp_changed:
             ds = self.dataset
             self._edisp = (
