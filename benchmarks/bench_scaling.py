@@ -80,8 +80,10 @@ def strip_models(n: int, period: float = DEMO_SPAN) -> dict:
     return {"components": out}
 
 
-def strip_config(n: int, workdir: Path, *, models: bool, tiles: list[str] | None, n_skies: int, passes: int | None, period: float) -> dict:
+def strip_config(n: int, workdir: Path, *, models: bool, tiles: list[str] | None, n_skies: int, passes: int | None, period: float, seed: int | None = None) -> dict:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    if seed is not None:  # another Poisson realisation of the same sky
+        cfg["simulation"]["seed"] = seed
     half = (n - 1) / 2.0
     cfg["simulation"]["pointings"] = {"frame": "galactic", "lon_min": f"{-half} deg", "lon_max": f"{half} deg", "lon_step": "1 deg", "lat_rows": ["0 deg"]}
     cfg["survey"]["width"] = [f"{n + 4} deg", "3 deg"]
@@ -140,9 +142,9 @@ def read_benchmarks(folder: Path) -> tuple[dict, dict, dict, dict]:
     return dict(cpu), dict(rss), where, dict(jobs)
 
 
-def run_size(n: int, workdir: Path, *, until: str | None, models: bool, tiles, n_skies: int, passes: int | None, period: float, cores: int) -> dict:
+def run_size(n: int, workdir: Path, *, until: str | None, models: bool, tiles, n_skies: int, passes: int | None, period: float, cores: int, seed: int | None = None) -> dict:
     cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(strip_config(n, workdir, models=models, tiles=tiles, n_skies=n_skies, passes=passes, period=period)))
+    cfg_path.write_text(yaml.safe_dump(strip_config(n, workdir, models=models, tiles=tiles, n_skies=n_skies, passes=passes, period=period, seed=seed)))
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     cmd = [sys.executable, "-c", SNAKEMAKE_1S, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(cfg_path), "--cores", str(cores)]
@@ -211,6 +213,7 @@ def main() -> None:
     p.add_argument("--fit-passes", type=int, default=None, help="fit.passes (default: the config's, 2)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON (after each size)")
+    p.add_argument("--seed", type=int, default=None, help="simulation.seed (default: the config's): another Poisson realisation of the sky")
     p.add_argument("--keep", type=Path, default=None, help="keep the work folders under this folder")
     args = p.parse_args()
     tiles = None if args.no_tiles else args.tiles
@@ -219,11 +222,11 @@ def main() -> None:
         if args.keep:
             work = args.keep / f"strip-{n}"
             work.mkdir(parents=True, exist_ok=True)
-            r = run_size(n, work, until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, period=args.period, cores=args.cores)
+            r = run_size(n, work, until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, period=args.period, cores=args.cores, seed=args.seed)
         else:
             with tempfile.TemporaryDirectory(prefix=f"gpscat-scaling-{n}-") as tmp:
-                r = run_size(n, Path(tmp), until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, period=args.period, cores=args.cores)
-        r["settings"] = {"until": args.until or "all", "models": not args.no_models, "tiles": tiles, "n_skies": args.n_skies, "fit_passes": args.fit_passes, "period_deg": args.period, "cores": args.cores}
+                r = run_size(n, Path(tmp), until=args.until, models=not args.no_models, tiles=tiles, n_skies=args.n_skies, passes=args.fit_passes, period=args.period, cores=args.cores, seed=args.seed)
+        r["settings"] = {"until": args.until or "all", "models": not args.no_models, "tiles": tiles, "n_skies": args.n_skies, "fit_passes": args.fit_passes, "period_deg": args.period, "cores": args.cores, "seed": args.seed}
         results.append(r)
         print(f"N={n:3d}: wall {r['wall_s']:7.1f} s, CPU {r['cpu_s']:7.1f} s (fixed {r['cpu_fixed_s']:.1f} s), max RSS {r['max_rss_mb_all']:.0f} MB", flush=True)
         if args.json:
