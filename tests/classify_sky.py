@@ -60,17 +60,17 @@ def check_heldout_floor(report, model, held) -> str:
     at_model, at95, text = heldout_metrics(model, held)
     cv = report["cross_validation"]
     text += f"; cross-validated: accuracy {cv['accuracy']:.3f}, spurious rejected {cv['spurious_rejected']:.3f}"
-    # measured (docs/classify.md) on the workflow's demo classifier, with the shell residual
-    # search of the detection (dba1cff): CV 0.887 / 0.818; held out (281 seeds, 34 spurious)
-    # 0.875, 0.735 rejected and 0.938 kept at the model's threshold, 0.706 rejected at 95 %
-    # kept; on 9cc9ec6 (280 seeds, 33 spurious): CV 0.902 / 0.853, held out 0.868, 0.818
-    # rejected and 0.910 kept, 0.667 at 95 %.  The figures move by a few points with small
-    # changes upstream, and one of the 33 held-out spurious seeds is 3 points: floors a few
-    # points below
+    # measured (docs/classify.md) on the workflow's demo classifier: on 9cc9ec6 (280 held-out
+    # seeds, 33 spurious) CV 0.902 / 0.853, held out 0.868, 0.818 rejected and 0.910 kept at the
+    # model's threshold, 0.667 rejected at 95 % kept.  With the Hough rings of one shell merged
+    # by their mid radii and rings with an empty sector rejected (275 seeds, 28 spurious): CV
+    # 0.901 / 0.846, held out 0.884, 0.821 and 0.915, 0.821 at 95 % (between the two changes
+    # 0.607: one of the 28 spurious seeds is 3.6 points, and a retrained model moves the 95 %
+    # threshold).  Floors a few seeds below
     assert cv["accuracy"] >= 0.86 and cv["spurious_rejected"] >= 0.78, text
     assert at_model["accuracy"] >= 0.85, text
     assert at_model["real_kept_above"] >= 0.88 and at_model["spurious_rejected"] >= 0.70, text
-    assert at95["spurious_rejected"] >= 0.62, text
+    assert at95["spurious_rejected"] >= 0.70, text
     return text
 
 

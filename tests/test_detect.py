@@ -357,3 +357,32 @@ def test_merge_rings():
     parent = merge_rings(dist, radius, peak, strength)
     # 1 merges into the stronger 0; 0 and 2 are one ring, kept where the rim is sharpest (2)
     assert list(parent) == [2, 0, -1, -1]
+
+
+def test_merge_rings_compares_fitted_rims_by_their_mid_radius():
+    # 0: thin rim R 10, W 1 (mid 10.5); 1: the same rim fitted thick, R 7, W 6 (mid 10), its
+    # centre 4 away; 2: a rim of mid 10.5, 6 away from 0 (beyond half the mid radius); 3: far
+    dist = np.array([[0, 4, 6, 50], [4, 0, 9, 50], [6, 9, 0, 50], [50, 50, 50, 0]], float)
+    radius = np.array([10.0, 7.0, 10.0, 10.0])
+    width = np.array([1.0, 6.0, 1.0, np.nan])
+    peak = np.array([5.0, 6.0, 4.0, 4.0])
+    strength = np.array([20.0, 21.0, 15.0, 9.0])
+    # by inner radii alone (ratio 0.7) 0 and 1 are two shells (1 is not inside 0 either)
+    assert list(merge_rings(dist, radius, peak, strength)) == [-1, -1, -1, -1]
+    # by mid radii they are one rim: kept where the rim mean significance is highest (1)
+    assert list(merge_rings(dist, radius, peak, strength, width=width)) == [1, -1, -1, -1]
+
+
+def test_ring_through_separate_sources_with_an_empty_sector_is_not_a_shell():
+    """Five bright points on a circle around a broad Gaussian (which fills the interior): the
+    per-pixel tests accept the ring (the points' flanks cover the sectors above the edge
+    level), but one sector holds no emission, 15σ below the rim's median level."""
+    srcs = [dict(type="point", lon=0.4 * np.cos(np.radians(a)), lat=0.4 * np.sin(np.radians(a)), counts=1200) for a in range(0, 360, 72)]
+    srcs.append(dict(type="gauss", lon=0.0, lat=0.0, sigma=0.25, counts=3000))
+    sky = make_sky(np.random.default_rng(0), width=(2.4, 2.4), sources=srcs, bkg_rate=10)
+    sig, exc, n, _ = sky.correlated(0.1)
+    b = sky.geom.binsz
+    kw = dict(r_min=0.2 / b, r_max=0.8 / b, level=3.0, excess=exc, kernel_radius=0.1 / b, psf_sigma=0.05 / b, counts=n)
+    loose = find_shells(sig, **kw)
+    assert len(loose) == 1 and loose.gap[0] < -10 and loose.coverage[0] == 1.0
+    assert len(find_shells(sig, max_rim_gap=DetectParams().max_rim_gap, **kw)) == 0

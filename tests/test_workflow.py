@@ -133,8 +133,8 @@ def test_demo_classifier_heldout_regression_floor(heldout):
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "issue 7 targets not reached with honest simulations (docs/classify.md, 'Measured performance'): "
-    "held-out accuracy 0.868 and spurious recall 0.667 at 95 % recall of the real seeds above 7 sigma "
-    "(cross-validated 0.902 and 0.853; measured 2026-12-08 on 9cc9ec6); the residual errors are fragments of large sources "
+    "held-out accuracy 0.884 and spurious recall 0.821 at 95 % recall of the real seeds above 7 sigma "
+    "(cross-validated 0.901 and 0.846; measured 2026-12-08); the residual errors are fragments of large sources "
     "and duplicates next to brighter ones"))
 def test_demo_classifier_heldout_issue_targets(heldout):
     _, model, held = heldout

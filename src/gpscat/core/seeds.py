@@ -72,6 +72,7 @@ class DetectParams:
     sector_level: float = 2.0
     min_sector_coverage: float = 0.9
     max_sector_gap: float = 4.0
+    max_rim_gap: float = 8.0
     min_interior_ratio: float = 0.3
     max_candidates: int = 50
     absorb_tolerance: float = 0.3
@@ -465,6 +466,7 @@ def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
             excess=m.excess, kernel_radius=m.radius / b, psf_sigma=psf[m.dataset] / b,
             counts=m.counts if params.faint_shells else None, min_rim_sqrt_ts=params.min_rim_sqrt_ts,
             sector_level=params.sector_level, min_sector_coverage=params.min_sector_coverage, max_gap=params.max_sector_gap, min_interior_ratio=params.min_interior_ratio,
+            max_rim_gap=params.max_rim_gap,
         )
         lon, lat = m.geom.pix_to_coord(rings.x, rings.y)
         lon, lat = to_frame(lon, lat, m.geom.frame, frame)
@@ -478,8 +480,8 @@ def _find_shells(maps, params: DetectParams, psf, frame) -> list[dict]:
         return []
     lon, lat = np.array([s["lon"] for s in found]), np.array([s["lat"] for s in found])
     dist = angular_separation(lon[:, None], lat[:, None], lon[None, :], lat[None, :])
-    radius, peak, rim_ts = (np.array([s[k] for s in found]) for k in ("radius", "peak", "rim_sqrt_ts"))
-    parent = merge_rings(dist, radius, peak, ring_strength(rim_ts, peak))
+    radius, width, peak, rim_ts = (np.array([s[k] for s in found]) for k in ("radius", "width", "peak", "rim_sqrt_ts"))
+    parent = merge_rings(dist, radius, peak, ring_strength(rim_ts, peak), width=width)
     for i in np.nonzero(parent >= 0)[0]:
         root = i
         while parent[root] >= 0:  # a chain of merges ends at a kept shell

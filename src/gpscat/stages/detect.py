@@ -85,6 +85,7 @@ def params_from_config(cfg: Config) -> DetectParams:
         sector_level=float(h["sector_level"]),
         min_sector_coverage=float(h["min_sector_coverage"]),
         max_sector_gap=float(h["max_sector_gap"]),
+        max_rim_gap=float(h["max_rim_gap"]),
         min_interior_ratio=float(h["min_interior_ratio"]),
         max_candidates=int(h["max_candidates"]),
         absorb_tolerance=float(h["absorb_tolerance"]),
