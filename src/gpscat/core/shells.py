@@ -670,9 +670,9 @@ def merge_rings(dist: np.ndarray, radius: np.ndarray, peak: np.ndarray, strength
        mid radii ``m = r + w / 2`` are compared: centres within 0.5 × the larger ``m`` and
        ``m`` within 25 %.  A rim fitted as thin at R 0.43° and as thick at R 0.30°, W 0.25°
        is one rim of mid radius ~0.44°, and the centres of the rings one shell gives
-       scatter by up to half its radius (measured on the classifier's training skies:
-       such pairs were 14 of the 21 spurious Hough seeds).  Two distinct shells that
-       close would overlap over most of their rims.
+       scatter by up to half its radius (on the classifier's 100 training skies, second
+       rings of a true shell were 14 of the 21 spurious Hough seeds; this rule merges 9 of
+       them).  Two distinct shells that close would overlap over most of their rims.
 
     ``strength`` orders rule 1 (integrated rim significance where measured), ``peak``
     rule 2.  Units of ``dist``, ``radius`` and ``width`` must agree.
