@@ -7,6 +7,7 @@ tiles on the same data store.
 
 from __future__ import annotations
 
+import logging
 import re
 import textwrap
 from pathlib import Path
@@ -82,11 +83,15 @@ def test_margin_too_small_is_a_config_error_naming_the_key():
     assert load_config(overrides={"tiles": {"size": ["6 deg", "4 deg"], "margin": "0 deg"}}).tiles is None
 
 
-def test_fit_roi_leaving_its_tile_is_an_error_naming_the_margin():
+def test_fit_roi_leaving_its_tile_is_clipped_with_a_warning_naming_the_margin(caplog):
     cfg = load_config(overrides={"survey": {"width": ["4 deg", "2 deg"]}, "tiles": {"size": ["2 deg", "2 deg"], "margin": "1 deg"}})
-    _check_tile(cfg, "x0y0", (0.3, 0.0), 1.25, 7)  # reaches l = -0.95: inside the margin
-    with pytest.raises(ValueError, match=r"group 7: its region of interest .* tile x0y0; raise config key tiles\.margin"):
-        _check_tile(cfg, "x0y0", (0.3, 0.0), 1.4, 7)
+    assert _check_tile(cfg, "x0y0", (0.3, 0.0), 1.25, 7)  # reaches l = -0.95: inside the margin
+    assert not caplog.records
+    # a larger group: the fit runs on the part of the ROI the tile holds (its sources are
+    # flagged NEAR_EDGE by the stage), with a warning saying which key to raise
+    with caplog.at_level(logging.WARNING, logger="gpscat.stages.fit"):
+        assert not _check_tile(cfg, "x0y0", (0.3, 0.0), 1.4, 7)
+    assert re.search(r"group 7: its region of interest .* tile x0y0: fitted on the part .* tiles\.margin", caplog.text)
     with pytest.raises(ValueError, match=r"core of tile x1y0, not x0y0"):
         _check_tile(cfg, "x0y0", (-0.3, 0.0), 0.2, 7)
 

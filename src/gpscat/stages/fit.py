@@ -180,22 +180,30 @@ def _rejected_rows(fit: GroupFit, group_id: int, pass_: int) -> list[dict]:
     return rows
 
 
-def _check_tile(cfg: Config, tile: str, center: tuple[float, float], radius: float, group_id: int) -> None:
-    """The group's region of interest must lie in ``tile``'s full region (core + margin)."""
+def _check_tile(cfg: Config, tile: str, center: tuple[float, float], radius: float, group_id: int) -> bool:
+    """Whether the group's region of interest lies in ``tile``'s full region (core + margin).
+
+    A centre outside the tile's core is an error (the workflow sends each group to the tile
+    whose core holds its centre).  A region of interest reaching beyond the full region is
+    not: the fit runs on the part the tile holds, with a warning naming ``tiles.margin``,
+    and returns False (the caller flags the group's sources ``NEAR_EDGE``).
+    """
     grid = cfg.tiles
     if grid is None:
         raise ValueError(f"fit-group --tile {tile}: the survey is not tiled (config key tiles.size)")
+    inside = True
     for d in cfg.datasets:
         survey = cfg.survey.geom(d.binsz)
         owner = str(grid.tile_of(survey, *center, "galactic"))
         if owner != tile:
             raise ValueError(f"group {group_id}: its centre {center} is in the core of tile {owner}, not {tile}")
-        if not grid.roi_inside(survey, tile, *center, radius, frame="galactic"):
-            raise ValueError(
-                f"group {group_id}: its region of interest (radius {radius:.2f} deg at GLON {center[0]:.3f}, GLAT "
-                f"{center[1]:.3f}) leaves the full region of tile {tile}; raise config key tiles.margin "
-                f"(now {cfg['tiles']['margin']!r}) or lower group.max_members / group.roi_margin"
-            )
+        inside &= grid.roi_inside(survey, tile, *center, radius, frame="galactic")
+    if not inside:
+        log.warning(
+            "group %d: its region of interest (radius %.2f deg at GLON %.3f, GLAT %.3f) leaves the full region of tile %s: "
+            "fitted on the part the tile holds, sources flagged NEAR_EDGE; raise config key tiles.margin (now %r) or lower "
+            "group.max_members / group.roi_margin", group_id, radius, center[0], center[1], tile, cfg["tiles"]["margin"])
+    return inside
 
 
 def with_footprints(datasets: Sequence[MapDataset], observations: Sequence[str | os.PathLike], center: tuple[float, float],
@@ -232,8 +240,9 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
     ``models`` is the group's start YAML (pass 1) or its pass p−1 YAML; ``previous`` its
     pass p−1 FITS (pass ≥ 2); ``neighbours`` / ``previous_neighbours`` the other groups'
     YAML files of pass p−1 and p−2 (or the start models).  With ``tile`` (survey tiles),
-    ``datasets`` are that tile's, and a region of interest that leaves the tile's full
-    region is an error naming ``tiles.margin``.  ``observations`` are the per-observation
+    ``datasets`` are that tile's; a region of interest that leaves the tile's full region
+    is fitted on the part the tile holds, with a warning naming ``tiles.margin``, and its
+    sources flagged ``NEAR_EDGE`` (header ``ROI_CLIP``).  ``observations`` are the per-observation
     dataset files: with ``fit.footprints`` those whose safe-mask edge crosses the region of
     interest give the ROI datasets their footprints (:mod:`gpscat.core.footprints`).
     Returns the SOURCES table.
@@ -247,8 +256,7 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
         raise ValueError(f"group {group_id} not in {groups} (groups: {list(grp['Group_ID'])})")
     row = rows[0]
     center = (float(wrap_lon(row["GLON"])), float(row["GLAT"]))
-    if tile is not None:
-        _check_tile(cfg, tile, center, float(row["ROI_Radius"]), group_id)
+    roi_in_tile = _check_tile(cfg, tile, center, float(row["ROI_Radius"]), group_id) if tile is not None else True
     members = read_models(models).sky_models
     names = {m.name for m in members}
     nb = _neighbours(neighbours, names, center, float(row["ROI_Radius"]))
@@ -264,6 +272,7 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
             log.info("group %d pass %d: neighbours settled (max shift %.3g sigma): pass %d result kept", group_id, pass_, shift, pass_ - 1)
             return read_group_result(output)["SOURCES"]
     header["SETTLED"] = False
+    header["ROI_CLIP"] = (not roi_in_tile, "region of interest clipped at the tile's full region")
     full = [read_dataset(p) for p in datasets]
     rois = [r for r in (roi_dataset(d, center, float(row["ROI_Radius"]), pad=_CUTOUT_PAD) for d in full) if r is not None]
     final = None
@@ -285,6 +294,8 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
         result = GroupFit(Models(start), [m.name for m in start], f"failed: {type(exc).__name__}: {exc}")
     status = result.status
     flags = 0
+    if not roi_in_tile:
+        flags |= FLAGS["NEAR_EDGE"]
     if status.startswith("failed"):
         flags |= FLAGS["FIT_FAILED"]
     elif not result.ok:
