@@ -319,6 +319,13 @@ def test_thick_shell_with_a_broad_psf_is_found():
     assert found == 6 and strict <= 4
 
 
+def _shell_search(sky):
+    """The 0.1° significance map of ``sky`` and the find_shells settings of the detect stage."""
+    sig, exc, n, _ = sky.correlated(0.1)
+    b = sky.geom.binsz
+    return sig, dict(r_min=0.2 / b, r_max=0.8 / b, level=3.0, excess=exc, kernel_radius=0.1 / b, psf_sigma=0.05 / b, counts=n)
+
+
 @pytest.mark.parametrize("n_points", [4, 6, 8])
 def test_ring_of_point_sources_is_not_a_shell(n_points):
     """Bright points on a circle are a Hough circle whose sectors are all covered; its empty
@@ -326,12 +333,10 @@ def test_ring_of_point_sources_is_not_a_shell(n_points):
     ang = np.linspace(0, 2 * np.pi, n_points, endpoint=False)
     srcs = [dict(type="point", lon=0.4 * np.cos(a), lat=0.4 * np.sin(a), counts=400) for a in ang]
     sky = make_sky(np.random.default_rng(3), width=(2.4, 2.4), sources=srcs, bkg_rate=10)
-    sig, exc, n, _ = sky.correlated(0.1)
-    b = sky.geom.binsz
+    sig, kw = _shell_search(sky)
     cand = hough_candidates(ring_edges(sig, level=3.0, sigma=2.0), np.arange(10, 41), min_score=0.5, min_distance=5)
     assert np.any(np.hypot(cand.x - 60, cand.y - 60) < 5)  # the circle is a candidate
-    kw = dict(r_min=0.2 / b, r_max=0.8 / b, level=3.0, excess=exc, kernel_radius=0.1 / b, psf_sigma=0.05 / b)
-    assert len(find_shells(sig, counts=n, **kw)) == 0
+    assert len(find_shells(sig, **kw)) == 0
     t = detect_seeds(significance_maps(sky, (0.1, 0.2)), DetectParams())
     assert list(t["Type"]).count("shell") == 0 and len(t) == n_points
 
@@ -380,9 +385,7 @@ def test_ring_through_separate_sources_with_an_empty_sector_is_not_a_shell():
     srcs = [dict(type="point", lon=0.4 * np.cos(np.radians(a)), lat=0.4 * np.sin(np.radians(a)), counts=1200) for a in range(0, 360, 72)]
     srcs.append(dict(type="gauss", lon=0.0, lat=0.0, sigma=0.25, counts=3000))
     sky = make_sky(np.random.default_rng(0), width=(2.4, 2.4), sources=srcs, bkg_rate=10)
-    sig, exc, n, _ = sky.correlated(0.1)
-    b = sky.geom.binsz
-    kw = dict(r_min=0.2 / b, r_max=0.8 / b, level=3.0, excess=exc, kernel_radius=0.1 / b, psf_sigma=0.05 / b, counts=n)
+    sig, kw = _shell_search(sky)
     loose = find_shells(sig, **kw)
     assert len(loose) == 1 and loose.gap[0] < -10 and loose.coverage[0] == 1.0
     assert len(find_shells(sig, max_rim_gap=DetectParams().max_rim_gap, **kw)) == 0

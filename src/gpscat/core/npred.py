@@ -308,8 +308,9 @@ class SourceEvaluator:
         sp_changed = sp_key != self._spatial_key
         lon, lat = self._position()
         # whether the cutout must be rebuilt depends on the spatial parameters only: with
-        # them unchanged (a spectral step of the fit) the check is skipped
-        if (sp_changed or self._geom is None) and self._needs_setup(lon, lat):
+        # them unchanged (a spectral step of the fit) the check is skipped (the key is None
+        # before the first setup and while the source is outside the map)
+        if sp_changed and self._needs_setup(lon, lat):
             self._setup(lon, lat)
             sp_changed = True
         if self._outside:

@@ -256,14 +256,15 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
         raise ValueError(f"group {group_id} not in {groups} (groups: {list(grp['Group_ID'])})")
     row = rows[0]
     center = (float(wrap_lon(row["GLON"])), float(row["GLAT"]))
-    roi_in_tile = _check_tile(cfg, tile, center, float(row["ROI_Radius"]), group_id) if tile is not None else True
+    roi_radius = float(row["ROI_Radius"])
+    roi_in_tile = _check_tile(cfg, tile, center, roi_radius, group_id) if tile is not None else True
     members = read_models(models).sky_models
     names = {m.name for m in members}
-    nb = _neighbours(neighbours, names, center, float(row["ROI_Radius"]))
+    nb = _neighbours(neighbours, names, center, roi_radius)
     header = {"GROUP_ID": int(group_id), "PASS": int(pass_), "NPASSES": n_passes, "GPSCAT": "fit"}
     shift = np.nan
     if pass_ >= 2:
-        old = _neighbours(previous_neighbours, names, center, float(row["ROI_Radius"]))
+        old = _neighbours(previous_neighbours, names, center, roi_radius)
         shift = model_shift(old, nb)
         header["NB_SHIFT"] = (float(min(shift, 1e30)), "max neighbour change since last pass, sigma")
         if previous is not None and shift <= float(f["settle_tolerance"]):
@@ -274,10 +275,10 @@ def run(cfg: Config, *, group_id: int, pass_: int, groups: str | os.PathLike, mo
     header["SETTLED"] = False
     header["ROI_CLIP"] = (not roi_in_tile, "region of interest clipped at the tile's full region")
     full = [read_dataset(p) for p in datasets]
-    rois = [r for r in (roi_dataset(d, center, float(row["ROI_Radius"]), pad=_CUTOUT_PAD) for d in full) if r is not None]
+    rois = [r for r in (roi_dataset(d, center, roi_radius, pad=_CUTOUT_PAD) for d in full) if r is not None]
     final = None
     if f["footprints"] and observations:
-        final = with_footprints(rois, observations, center, float(row["ROI_Radius"]) + _CUTOUT_PAD)
+        final = with_footprints(rois, observations, center, roi_radius + _CUTOUT_PAD)
     if f["neighbours"] == "background" and nb:
         rois, final, nb = merge_into_background(rois, nb), (None if final is None else merge_into_background(final, nb)), []
     options = group_options(cfg)
